@@ -1,0 +1,269 @@
+"""The `specforce` command line: train one run, sweep a spec on Ray, submit it to a cluster, report, open the UI.
+
+    specforce demo                                     # the README's main job (CPU, ~10 min)
+    specforce train sweeps/configs/tiny_train.yaml --out runs/tiny
+    specforce sweep sweeps/configs/smoke.yaml --dry-run
+    specforce sweep sweeps/configs/smoke.yaml [--resume] [--tracking-uri URI] [--storage DIR]
+    specforce submit sweeps/configs/smoke.yaml --address http://127.0.0.1:8265
+    specforce status|logs|stop JOB_ID --address http://127.0.0.1:8265
+    specforce report --experiment demo --out reports/demo
+    specforce eval runs/tiny/ema.pt --num-samples 1000
+    specforce ui
+
+Every command has --help. Defaults: MLflow store `sqlite:///<cwd>/mlflow.db`, Ray storage `<cwd>/ray_results`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+SHIPPED = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+def _add_common(p: argparse.ArgumentParser, storage: bool = True) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db; http://host:port for a server)")
+    if storage:
+        p.add_argument("--storage", default=None, help="Ray storage path for checkpoints (default: <cwd>/ray_results)")
+
+
+def _spec_path(text: str) -> pathlib.Path:
+    path = pathlib.Path(text)
+    if not path.exists() and (SHIPPED / text).exists():  # `specforce sweep smoke.yaml` finds shipped specs
+        return SHIPPED / text
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from trainers.config import dump_yaml, load_config
+
+    overrides = dict(_parse_set(s) for s in args.set or [])
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        print(f"# valid: would train {cfg.model.preset} on {cfg.data.name} for {cfg.optim.total_images:,} images "
+              f"-> {args.out}", file=sys.stderr)
+        return 0
+    from sweeps.local_run import train_with_mlflow
+
+    metrics = train_with_mlflow(cfg, pathlib.Path(args.out), tracking_uri=args.tracking_uri,
+                                experiment=args.experiment, run_name=args.run_name)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _parse_set(text: str):
+    import yaml
+
+    if "=" not in text:
+        raise SystemExit(f"--set expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+# ---------------------------------------------------------------------------------------------------- sweep
+def cmd_sweep(args) -> int:
+    from sweeps.spec import describe_trials, load_spec
+
+    spec = load_spec(_spec_path(args.spec))
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False), end="")
+        lines = describe_trials(spec)
+        print(f"# valid spec {spec.name!r}: {len(lines)} line(s) of trials")
+        print("\n".join(lines))
+        return 0
+    from sweeps.runner import run_sweep
+
+    out = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, resume=args.resume,
+                    address=args.address, num_cpus=args.num_cpus)
+    print(f"sweep {out.name!r}: {out.trials} trials ({out.errored} failed) in {out.seconds:.0f}s; "
+          f"MLflow experiment {out.experiment_id}, parent run {out.parent_run_id}")
+    if out.best:
+        print(f"best: {json.dumps(out.best, default=str)}")
+    return 0 if out.errored == 0 else 1
+
+
+# --------------------------------------------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from analysis.report import main as report_main
+
+    return report_main(args)
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from analysis.report import build_report
+    from sweeps import tracking
+    from sweeps.runner import run_sweep
+    from sweeps.spec import load_spec
+
+    spec = load_spec(_spec_path(args.spec))
+    uri = tracking.absolute_tracking_uri(args.tracking_uri)
+    storage = args.storage or str(pathlib.Path.cwd() / "ray_results")
+    resume = (pathlib.Path(storage) / spec.name).exists()
+    if resume:
+        print(f"demo: continuing the sweep found in {storage}/{spec.name} (delete it to start over)")
+    out = run_sweep(spec, tracking_uri=uri, storage=storage, resume=resume, num_cpus=args.num_cpus)
+    report_dir = pathlib.Path(args.out or f"reports/{spec.name}")
+    result = build_report([spec.name], uri, report_dir, sweep_run_id=out.parent_run_id)
+    print()
+    print(f"verdict: {result.verdict}")
+    print(f"report:  {pathlib.Path(result.html_path).resolve()}")
+    print(f"browse runs: specforce ui --tracking-uri {uri}")
+    return 0 if out.errored == 0 else 1
+
+
+# ------------------------------------------------------------------------------------------------------- ui
+def cmd_ui(args) -> int:
+    from sweeps import tracking
+
+    uri = tracking.absolute_tracking_uri(args.tracking_uri)
+    if args.host not in ("127.0.0.1", "localhost") and not args.i_know_this_is_public:
+        raise SystemExit(f"--host {args.host}: the MLflow UI has no authentication; pass --i-know-this-is-public "
+                         "to expose it beyond this machine")
+    tracking.prepare_store(uri)
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    exe = pathlib.Path(sys.executable).with_name("mlflow")
+    cmd = [str(exe) if exe.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    os.execvp(cmd[0], cmd)
+    return 0  # not reached
+
+
+# ----------------------------------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from sweeps.local_run import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(pathlib.Path(args.checkpoint), num_samples=args.num_samples,
+                                  metrics=args.metrics, inception_weights=args.inception_weights)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ cluster jobs
+def cmd_submit(args) -> int:
+    from sweeps.submit import submit
+
+    job_id = submit(_spec_path(args.spec), address=args.address, tracking_uri=args.tracking_uri,
+                    storage=args.storage, wait=args.wait, resume=args.resume)
+    print(job_id)
+    return 0
+
+
+def cmd_job(args) -> int:
+    from sweeps.submit import job_command
+
+    return job_command(args.command, args.job_id, address=args.address, follow=getattr(args, "follow", False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="specforce", description=__doc__, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one run (no Ray) from a config YAML", formatter_class=fmt,
+                       description="Train one model from a config. Re-running the same command resumes from "
+                                   "OUT/checkpoint.pt.\n\nexample: specforce train sweeps/configs/tiny_train.yaml "
+                                   "--out runs/tiny --set spectral.enabled=true")
+    p.add_argument("config", help="training config YAML (sections: model, data, spectral, flow, optim, sample, eval)")
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoint, sample grids, metrics.jsonl")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. model.patch_size=8")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config, validate, exit")
+    p.add_argument("--experiment", default="train", help="MLflow experiment for this run (default: train)")
+    p.add_argument("--run-name", default=None, help="MLflow run name (default: the --out folder name)")
+    p.add_argument("--no-mlflow", dest="tracking_uri", action="store_const", const="none",
+                   help="do not log to MLflow")
+    _add_common(p, storage=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a sweep spec (grid and/or Optuna search) on Ray", formatter_class=fmt,
+                       description="Run every trial of a sweep spec as a Ray Train job and record it in MLflow.\n"
+                                   "Without --address an embedded local Ray is started.\n\n"
+                                   "example: specforce sweep sweeps/configs/smoke.yaml --dry-run")
+    p.add_argument("spec", help="sweep spec YAML (path, or the name of a shipped spec such as smoke.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep without rerunning finished trials")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and every trial, validate, exit")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster (ray://... or host:port)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("submit", help="submit a sweep spec to a Ray cluster as a Ray Job", formatter_class=fmt,
+                       description="Submit `specforce sweep SPEC` to a Ray cluster with the Jobs API; the project "
+                                   "travels in the runtime env.\nThe cluster must reach --tracking-uri (an MLflow "
+                                   "server, not a local sqlite file).\nWith Ray token auth on, export RAY_AUTH_TOKEN "
+                                   "(or RAY_AUTH_TOKEN_PATH) first.\n\n"
+                                   "example: specforce submit smoke.yaml --address http://127.0.0.1:8265 "
+                                   "--tracking-uri http://127.0.0.1:5000")
+    p.add_argument("spec")
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
+    p.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 if it failed")
+    p.add_argument("--resume", action="store_true", help="pass --resume to the sweep on the cluster")
+    _add_common(p)
+    p.set_defaults(func=cmd_submit)
+
+    for name, text in (("status", "show a submitted job's status"), ("logs", "print a submitted job's logs"),
+                       ("stop", "stop a submitted job")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("job_id")
+        p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
+        if name == "logs":
+            p.add_argument("--follow", action="store_true", help="stream until the job ends")
+        p.set_defaults(func=cmd_job)
+
+    p = sub.add_parser("report", help="analyse an experiment's runs and write the ablation report", formatter_class=fmt)
+    from analysis.report import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="run the demo ablation and its report (the README's first command)",
+                       formatter_class=fmt,
+                       description="Coarse vs fine tokenization x SF on/off on a small dataset, on embedded local "
+                                   "Ray, then the report.\nRe-running continues an interrupted demo.")
+    p.add_argument("--spec", default="demo.yaml", help="sweep spec (default: the shipped demo.yaml)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<name>)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--i-know-this-is-public", action="store_true", help=argparse.SUPPRESS)
+    _add_common(p, storage=False)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("eval", help="evaluate a finished run's EMA checkpoint (FID/IS, fd_*, spectra)")
+    p.add_argument("checkpoint", help="ema.pt or checkpoint.pt written by a run")
+    p.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: the run's eval setting)")
+    p.add_argument("--metrics", nargs="+", default=None, help="fd_pixel fid classifier spectrum (default: the run's)")
+    p.add_argument("--inception-weights", default=None, help="local pt_inception-2015-12-05 weights file")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from sweeps.spec import SpecError
+    from trainers.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (SpecError, ConfigError) as err:
+        print(f"specforce {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Run a sweep spec on Ray: grid trials, baselines and the Optuna search, each trial a Ray Train run.
+
+    specforce sweep sweeps/configs/smoke.yaml                 # embedded local Ray, ./mlflow.db, ./ray_results
+    specforce sweep sweeps/configs/smoke.yaml --resume        # after a driver crash: finished trials are not rerun
+    python -m sweeps.runner sweeps/configs/smoke.yaml         # the same without the CLI
+
+A sweep has up to three phases, each its own Tune experiment under <storage>/<name>/: `grid` (the ablation grid),
+`baselines` (the no-SF arms a search needs for pairing) and `search` (Optuna). All write to one MLflow parent run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+
+from sweeps.spec import SpecError, SweepSpec, baseline_plans, grid_plans, load_spec
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Results carry eval metrics only from the first evaluation on; the spec validator has already checked that the
+# search metric is one the trials report, so Tune's per-result strict check adds nothing but a crash.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    storage: str
+    trials: int = 0
+    errored: int = 0
+    seconds: float = 0.0
+    best: dict[str, Any] = field(default_factory=dict)
+
+
+def default_storage() -> str:
+    return str((pathlib.Path.cwd() / "ray_results").resolve())
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("SPECFORCE_CACHE", str(pathlib.Path.home() / ".cache" / "specforce"))
+
+
+class ProgressPrinter(Callback):
+    """Prints one line per evaluation and per finished trial: trials done/total and current metrics."""
+
+    def __init__(self, phase: str, total: int, metric: str | None):
+        self.phase, self.total, self.metric = phase, total, metric
+        self.done = 0
+        self.t0 = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        shown = {k: result[k] for k in (self.metric, "eval/denoise_loss", "eval/fd_pixel", "train/loss")
+                 if k and k in result}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        print(f"[{self.phase}] {_key(trial)} @ {result.get('images', 0):,} images: {text}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        print(f"[{self.phase}] trial {_key(trial)} finished ({self.done}/{self.total}, "
+              f"{time.time() - self.t0:.0f}s elapsed)", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        print(f"[{self.phase}] trial {_key(trial)} FAILED ({self.done}/{self.total}); see MLflow run logs",
+              flush=True)
+
+
+def _key(trial) -> str:
+    plan = trial.config.get("plan")
+    return plan["trial_id"] if plan else trial.trial_id
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": True}
+    project_root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}}
+    if address:
+        ray.init(address=address, runtime_env=env, **kwargs)
+    else:
+        # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (DESIGN.md §4)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 runtime_env=env, **kwargs)
+
+
+def resolve_resources(spec: SweepSpec) -> dict[str, Any]:
+    import ray
+
+    r = spec.resources
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if r.use_gpu is True and gpus == 0:
+        raise SpecError("resources.use_gpu: true, but this Ray cluster has no GPUs "
+                        f"(cluster resources: {ray.cluster_resources()})")
+    use_gpu = bool(gpus) if r.use_gpu == "auto" else bool(r.use_gpu)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if r.workers * r.cpus_per_worker > cpus:
+        raise SpecError(f"resources: one trial needs {r.workers * r.cpus_per_worker:g} CPUs "
+                        f"({r.workers} workers x {r.cpus_per_worker:g}) but the cluster has {cpus:g}")
+    return {"workers": r.workers, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker,
+            "use_gpu": use_gpu}
+
+
+def _sampler(spec: SweepSpec):
+    import optuna
+
+    s = spec.search
+    assert s is not None
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=s.seed)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.startup_trials)
+    if s.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.startup_trials)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def _optuna_space(spec: SweepSpec) -> dict[str, Any]:
+    import optuna.distributions as od
+
+    space = {}
+    for key, dim in spec.search.space.items():  # type: ignore[union-attr]
+        if dim.type == "categorical":
+            space[key] = od.CategoricalDistribution(dim.choices)
+        elif dim.type == "int":
+            space[key] = od.IntDistribution(int(dim.low), int(dim.high), log=dim.log, step=int(dim.step or 1))
+        else:
+            space[key] = od.FloatDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    return space
+
+
+def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None = None, storage: str | None = None,
+              resume: bool = False, address: str | None = None, num_cpus: int | None = None) -> SweepOutcome:
+    import ray
+    from ray import tune
+
+    from sweeps import tracking
+    from sweeps.trial import trial_trainable
+
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    tracking_uri = tracking.absolute_tracking_uri(tracking_uri)
+    storage = str(pathlib.Path(storage).resolve()) if storage and "://" not in storage else (storage or default_storage())
+    sweep_dir = pathlib.Path(storage) / spec.name
+    phases = _phases(spec)
+    if not resume and "://" not in storage:
+        existing = [p for p, _ in phases if (sweep_dir / p).exists()]
+        if existing:
+            raise SpecError(f"{sweep_dir} already holds phase(s) {existing} of sweep {spec.name!r}: pass --resume to "
+                            "continue it, or choose another --storage / name")
+    if resume and "://" not in storage and not sweep_dir.exists():
+        raise SpecError(f"--resume: nothing to resume at {sweep_dir}")
+
+    t0 = time.time()
+    client = tracking.prepare_store(tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(client, spec.name)
+    parent = tracking.start_parent_run(client, experiment_id, spec.name, spec.model_dump(mode="json"), resume,
+                                       run_name=f"{spec.name}-sweep")
+    outcome = SweepOutcome(spec.name, experiment_id, parent, tracking_uri, storage)
+    loggers: list[tracking.MlflowTrialLogger] = []
+    print(f"sweep {spec.name!r}: MLflow {tracking_uri} (experiment {experiment_id}, parent run {parent}); "
+          f"Ray storage {sweep_dir}", flush=True)
+    try:
+        _init_ray(address, num_cpus)
+        resources = resolve_resources(spec)
+        common = dict(base=spec.base, resources=resources, storage=storage, sweep_name=spec.name,
+                      max_failures=spec.max_failures, cache_dir=default_cache_dir())
+        for phase, param_space in phases:
+            search_keys = tuple(spec.search.space) if phase == "search" else ()
+            trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys, **common),
+                                            {"CPU": 0})
+            logger = tracking.MlflowTrialLogger(tracking_uri, experiment_id, parent, spec.base,
+                                                search_tag="optuna" if phase == "search" else None)
+            loggers.append(logger)
+            total = len(param_space["plan"]["grid_search"]) if "plan" in param_space else spec.search.num_samples
+            metric = spec.search.metric if spec.search else None
+            callbacks = [logger, ProgressPrinter(phase, total, metric)]
+            path = str(sweep_dir / phase)
+            if resume and tune.Tuner.can_restore(path):
+                tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+                tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh driver-side callbacks
+            else:
+                tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(spec, phase),
+                                   run_config=tune.RunConfig(name=phase, storage_path=str(sweep_dir),
+                                                             callbacks=callbacks, verbose=0))
+            print(f"[{phase}] {total} trial(s)", flush=True)
+            results = tuner.fit()
+            outcome.trials += len(results)
+            outcome.errored += len(results.errors)
+            if phase == "search" and spec.search:
+                try:
+                    best = results.get_best_result(spec.search.metric, spec.search.mode)
+                    outcome.best = {k: best.config.get(k) for k in spec.search.space} | {
+                        spec.search.metric: best.metrics.get(spec.search.metric)}
+                except RuntimeError:
+                    pass
+        outcome.seconds = time.time() - t0
+        client.log_metric(parent, "sweep/seconds", outcome.seconds)
+        client.log_metric(parent, "sweep/trials", outcome.trials)
+        client.log_metric(parent, "sweep/errored", outcome.errored)
+        client.set_terminated(parent, status="FINISHED" if outcome.errored == 0 else "FAILED")
+        return outcome
+    except BaseException:
+        for logger in loggers:
+            logger.close_all()
+        client.set_terminated(parent, status="KILLED")
+        raise
+
+
+def _phases(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
+    from ray import tune
+
+    phases = []
+    if spec.grid:
+        plans = [{"trial_id": p.trial_id, "overrides": p.overrides} for p in grid_plans(spec)]
+        phases.append(("grid", {"plan": tune.grid_search(plans)}))
+    if spec.search:
+        if spec.search.baselines:
+            plans = [{"trial_id": p.trial_id, "overrides": p.overrides} for p in baseline_plans(spec)]
+            phases.append(("baselines", {"plan": tune.grid_search(plans)}))
+        phases.append(("search", {}))
+    return phases
+
+
+def _tune_config(spec: SweepSpec, phase: str):
+    from ray import tune
+
+    if phase != "search":
+        return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials)
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec.search
+    searcher = OptunaSearch(space=_optuna_space(spec), metric=s.metric, mode=s.mode, sampler=_sampler(spec),
+                            seed=None)
+    scheduler = None
+    if s.scheduler:
+        scheduler = ASHAScheduler(time_attr="images", metric=s.metric, mode=s.mode,
+                                  grace_period=s.scheduler.grace_images, reduction_factor=s.scheduler.reduction_factor,
+                                  max_t=spec_total_images(spec))
+    return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
+                           num_samples=s.num_samples, scheduler=scheduler,
+                           max_concurrent_trials=min(s.max_concurrent, spec.max_concurrent_trials))
+
+
+def spec_total_images(spec: SweepSpec) -> int:
+    from sweeps.spec import base_config
+
+    return base_config(spec).optim.total_images
+
+
+if __name__ == "__main__":
+    out = run_sweep(sys.argv[1])
+    print(json.dumps(out.__dict__, indent=2, default=str))

@@ -1,0 +1,324 @@
+"""Sweep specs: one YAML file describing an ablation grid and/or an Optuna search over trial configs.
+
+    name: demo                      # MLflow experiment and Ray run name ([A-Za-z0-9_.-], no path parts)
+    base: {model: {preset: jit-tiny}, data: {name: grf, image_size: 32}, ...}   # a `specforce train` config
+    base_config: other.yaml         # optional: load the base from a file instead (relative to the spec)
+    resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, use_gpu: auto}
+    max_concurrent_trials: 2
+    grid:                           # full factorial over dotted keys
+      model.patch_size: [4, 8]
+      spectral.enabled: [false, true]
+      seed: [0, 1, 2]
+    search:                         # Optuna through Ray Tune's OptunaSearch
+      metric: eval/denoise_loss
+      mode: min
+      num_samples: 12
+      sampler: tpe                  # tpe | gp | random | cmaes
+      space:
+        spectral.alpha: {type: float, low: 0.5, high: 4.0, log: true}
+        spectral.schedule: {type: categorical, choices: [linear, contour, snr]}
+      baselines: true               # also run the no-SF arm for each patch size and seed
+
+    python -m sweeps.spec sweeps/configs/demo.yaml      # print every trial the spec expands to
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainers.config import ConfigError, TrainConfig, config_from_dict, flatten, set_dotted
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SpecError(ValueError):
+    """The sweep spec is wrong; the message names the key path and the bad value."""
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Names become folders and MLflow experiments: they must not escape the storage folder."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise SpecError(f"{what}: {name!r} is not a valid name (letters, digits, '_', '.', '-'; no '/', no '..', "
+                        "not starting with '.', at most 100 characters)")
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Resources(_Strict):
+    workers: int = Field(default=1, gt=0)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    use_gpu: Literal["auto", True, False] = "auto"
+
+
+class Dimension(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Dimension":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical dimension needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.type} dimension needs 'low' and 'high'")
+            if self.low >= self.high:
+                raise ValueError(f"low={self.low} must be below high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        return self
+
+
+class Asha(_Strict):
+    type: Literal["asha"] = "asha"
+    grace_images: int = Field(default=12_800, gt=0)
+    reduction_factor: float = Field(default=3.0, gt=1)
+
+
+class Search(_Strict):
+    metric: str = "eval/denoise_loss"
+    mode: Literal["min", "max"] = "min"
+    num_samples: int = Field(default=8, gt=0)
+    sampler: Literal["tpe", "gp", "random", "cmaes"] = "tpe"
+    # TPE's default of 10 random start-up trials turns small sweeps into random search (DESIGN.md §4)
+    n_startup_trials: int | None = Field(default=None, ge=1)
+    max_concurrent: int = Field(default=2, gt=0)
+    seed: int = 0
+    space: dict[str, Dimension]
+    scheduler: Asha | None = None
+    baselines: bool = True
+    baseline_seeds: list[int] | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, Dimension]) -> dict[str, Dimension]:
+        if not v:
+            raise ValueError("search.space must name at least one dotted key")
+        return v
+
+    @property
+    def startup_trials(self) -> int:
+        return self.n_startup_trials or max(2, min(10, self.num_samples // 3))
+
+
+class SweepSpec(_Strict):
+    name: str
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    base_config: str | None = None
+    resources: Resources = Resources()
+    max_concurrent_trials: int = Field(default=2, gt=0)
+    max_failures: int = Field(default=2, ge=0)  # worker-group restarts per trial (from its latest checkpoint)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: Search | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v, "name")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SweepSpec":
+        if not self.grid and self.search is None:
+            raise ValueError("a spec needs a 'grid', a 'search', or both")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key}: needs a non-empty list of values, got {values!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One grid trial: its id (stable across reruns, so `--resume` and MLflow find it again) and config."""
+
+    trial_id: str
+    overrides: dict[str, Any]
+    config: TrainConfig
+
+
+def trial_id_for(overrides: dict[str, Any]) -> str:
+    """Readable and stable: `p4-sf1-s0-<hash>` — the hash covers every override so ids never collide."""
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    short = []
+    for key, value in overrides.items():
+        leaf = key.split(".")[-1]
+        tag = {"patch_size": "p", "enabled": "sf", "seed": "s", "schedule": "", "alpha": "a"}.get(leaf, leaf[:3])
+        short.append(f"{tag}{int(value) if isinstance(value, bool) else value}")
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "", "-".join(short))[:60]
+    return f"{stem}-{digest}" if stem else digest
+
+
+def _format(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        suffix = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        parts.append(f"{path or '<spec>'}: {msg}{suffix}" if e["type"] != "extra_forbidden" else f"{path}: unknown key")
+    return "; ".join(parts)
+
+
+def load_spec(path: str | pathlib.Path) -> SweepSpec:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise SpecError(f"sweep spec {str(path)!r} does not exist")
+    tree = yaml.safe_load(path.read_text())  # safe_load: specs never construct Python objects
+    if not isinstance(tree, dict):
+        raise SpecError(f"{path}: a sweep spec is a mapping with at least 'name' and 'grid' or 'search'")
+    if tree.get("base_config"):
+        base_file = (path.parent / tree["base_config"]).resolve()
+        if not base_file.is_file():
+            raise SpecError(f"base_config: {tree['base_config']!r} not found (looked at {base_file})")
+        base = yaml.safe_load(base_file.read_text()) or {}
+        base.update(tree.get("base") or {})
+        tree["base"] = base
+    return spec_from_dict(tree)
+
+
+def spec_from_dict(tree: dict[str, Any]) -> SweepSpec:
+    try:
+        spec = SweepSpec.model_validate(tree)
+    except ValidationError as err:
+        raise SpecError(_format(err)) from None
+    validate_spec(spec)
+    return spec
+
+
+def base_config(spec: SweepSpec) -> TrainConfig:
+    try:
+        return config_from_dict(spec.base)
+    except ConfigError as err:
+        raise SpecError(f"base.{err}") from None
+
+
+def _resolve(spec: SweepSpec, overrides: dict[str, Any], where: str) -> TrainConfig:
+    tree = json.loads(json.dumps(spec.base))  # deep copy
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    try:
+        return config_from_dict(tree)
+    except ConfigError as err:
+        raise SpecError(f"{where} {overrides}: {err}") from None
+
+
+def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
+    keys = list(spec.grid)
+    plans = []
+    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+        overrides = dict(zip(keys, combo))
+        plans.append(TrialPlan(trial_id_for(overrides), overrides, _resolve(spec, overrides, "grid trial")))
+    return plans
+
+
+def baseline_plans(spec: SweepSpec) -> list[TrialPlan]:
+    """The no-SF arm for every patch size a search can pick and every seed it uses: the analysis pairs against it."""
+    assert spec.search is not None
+    base = base_config(spec)
+    patch_dim = spec.search.space.get("model.patch_size")
+    patches = patch_dim.choices if patch_dim and patch_dim.type == "categorical" else [base.model.patch_size]
+    seeds = spec.search.baseline_seeds or [base.seed]
+    plans = []
+    for patch, seed in itertools.product(patches, seeds):
+        overrides = {"model.patch_size": patch, "spectral.enabled": False, "seed": seed}
+        if patch is None:
+            del overrides["model.patch_size"]
+        plans.append(TrialPlan(trial_id_for(overrides), overrides, _resolve(spec, overrides, "baseline trial")))
+    return plans
+
+
+def reported_metrics(cfg: TrainConfig) -> set[str]:
+    """Every metric name a trial with this config reports (the search metric must be one of them)."""
+    names = {"train/loss", "train/lr", "train/images_per_s", "eval/seconds"}
+    if cfg.eval.denoise_loss:
+        names.add("eval/denoise_loss")
+        edges = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+        names.update(f"eval/denoise_loss_t{a:.1f}-{b:.1f}" for a, b in zip(edges, edges[1:]))
+    for m in cfg.eval.metrics:
+        if m == "fd_pixel":
+            names.update({"eval/fd_pixel", "eval/fd_pixel_floor"})
+        elif m == "fid":
+            names.update({"eval/fid", "eval/fid_floor", "eval/is"})
+        elif m == "spectrum":
+            names.update({"eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high"})
+        elif m == "classifier":
+            names.update({f"eval/fd_{cfg.data.name}cnn", f"eval/fd_{cfg.data.name}cnn_floor"})
+    return names
+
+
+def validate_spec(spec: SweepSpec) -> None:
+    base = base_config(spec)
+    flat_base = set(flatten(TrainConfig().model_dump(mode="json")))
+    for key in list(spec.grid) + list(spec.search.space if spec.search else []):
+        if key not in flat_base and not key.startswith("data.options."):
+            close = [k for k in flat_base if k.endswith(key.split(".")[-1])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"{'grid' if key in spec.grid else 'search.space'}.{key}: unknown config key{hint}")
+    plans = grid_plans(spec) if spec.grid else []
+    ids = [p.trial_id for p in plans]
+    if len(set(ids)) != len(ids):
+        raise SpecError("grid: two trials resolve to the same id; a key is listed twice with equal values")
+    if spec.search:
+        s = spec.search
+        for key, dim in s.space.items():
+            if key in spec.grid:
+                raise SpecError(f"search.space.{key}: also in grid; a key is either searched or swept, not both")
+            if key == "model.patch_size":
+                for choice in dim.choices or []:
+                    if base.data.image_size % int(choice):
+                        raise SpecError(f"search.space.model.patch_size: {choice} does not divide "
+                                        f"data.image_size {base.data.image_size}")
+            if dim.type == "categorical":  # every choice must make a valid config
+                for choice in dim.choices or []:
+                    _resolve(spec, {key: choice, "spectral.enabled": True}, "search.space choice")
+        if s.metric not in reported_metrics(base):
+            known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+            raise SpecError(f"search.metric: {s.metric!r} is never reported by these trials; they report: {known}")
+        if s.scheduler and base.eval.every_images == 0:
+            raise SpecError("search.scheduler: ASHA needs intermediate evaluations; set base.eval.every_images")
+        if s.sampler == "cmaes" and any(d.type == "categorical" for d in s.space.values()):
+            pass  # optuna falls back to independent sampling for categorical dims; documented, allowed
+        baseline_plans(spec)
+    r = spec.resources
+    if r.use_gpu is False and r.gpus_per_worker > 0:
+        raise SpecError(f"resources.gpus_per_worker: {r.gpus_per_worker} with use_gpu: false")
+    if base.optim.batch_size % r.workers:
+        raise SpecError(f"resources.workers: {r.workers} does not divide base.optim.batch_size {base.optim.batch_size}")
+
+
+def describe_trials(spec: SweepSpec) -> list[str]:
+    lines = []
+    if spec.grid:
+        for p in grid_plans(spec):
+            lines.append(f"grid     {p.trial_id:<40} {json.dumps(p.overrides)}")
+    if spec.search:
+        if spec.search.baselines:
+            for p in baseline_plans(spec):
+                lines.append(f"baseline {p.trial_id:<40} {json.dumps(p.overrides)}")
+        s = spec.search
+        space = ", ".join(f"{k}~{d.choices if d.type == 'categorical' else (d.low, d.high)}" for k, d in s.space.items())
+        lines.append(f"search   {s.num_samples} Optuna trials ({s.sampler}, {s.metric} {s.mode}) over {space}")
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    sp = load_spec(sys.argv[1])
+    print("\n".join(describe_trials(sp)))

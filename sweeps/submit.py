@@ -1,0 +1,143 @@
+"""Submit a sweep spec to a Ray cluster as a Ray Job, and follow it.
+
+    specforce submit sweeps/configs/smoke.yaml --address http://127.0.0.1:8265 --tracking-uri http://127.0.0.1:5000
+    specforce status raysubmit_XXXX --address http://127.0.0.1:8265
+    specforce logs raysubmit_XXXX --address http://127.0.0.1:8265 --follow
+    specforce stop raysubmit_XXXX --address http://127.0.0.1:8265
+
+The project travels in the job's runtime env (working_dir = the repo, without venvs, databases or results), and the
+entrypoint names the interpreter explicitly (`python -m sweeps.cli`): `ray job submit` runs the entrypoint with the
+head node's PATH (DESIGN.md §4). The sweep runs on the cluster as its own driver, so the tracking URI must be one the
+cluster can reach: an MLflow server URL, or a sqlite file only when the cluster is this machine.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from sweeps.spec import SpecError, load_spec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXCLUDES = [".venv", ".git", "mlflow.db", "mlartifacts", "mlruns", "ray_results", "reports", "runs", "*.pyc",
+            "__pycache__", ".pytest_cache", ".cache", ".specforce"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _is_local(address: str) -> bool:
+    return (urllib.parse.urlparse(address).hostname or "") in LOCAL_HOSTS
+
+
+def check_reachable(address: str) -> None:
+    if not address.startswith(("http://", "https://")):
+        raise SpecError(f"--address {address!r}: expected the Ray dashboard URL, e.g. http://HEAD:8265")
+    try:
+        with urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise SpecError(f"--address {address}: the cluster requires an auth token (HTTP {err.code}); export "
+                            "RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH) — `ray get-auth-token` on the head "
+                            "prints it") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise SpecError(f"--address {address}: Ray dashboard not reachable ({err}); is the head running and the "
+                        "dashboard port open?") from None
+
+
+def check_tracking_uri(tracking_uri: str | None, address: str) -> str:
+    from sweeps.tracking import absolute_tracking_uri
+
+    uri = absolute_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:") and not _is_local(address):
+        raise SpecError(f"--tracking-uri {uri}: a local sqlite file cannot be reached from the remote cluster at "
+                        f"{address}; run an MLflow server (platform/mlflow) and pass its http:// URL")
+    host = urllib.parse.urlparse(uri).hostname
+    if uri.startswith("http") and host in LOCAL_HOSTS and not _is_local(address):
+        raise SpecError(f"--tracking-uri {uri}: 'localhost' on a remote cluster is the cluster's own machine; pass "
+                        "an address the cluster can reach")
+    return uri
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as err:  # noqa: BLE001 - the SDK raises bare exceptions for auth/connection problems
+        text = str(err)
+        if "401" in text or "403" in text or "auth" in text.lower():
+            raise SpecError(f"--address {address}: authentication failed ({text.splitlines()[0]}); export "
+                            "RAY_AUTH_TOKEN=<token> (`ray get-auth-token` on the head prints it)") from None
+        raise SpecError(f"--address {address}: cannot connect to the Ray Jobs API ({text.splitlines()[0]})") from None
+
+
+def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
+           wait: bool = False, resume: bool = False) -> str:
+    spec = load_spec(spec_path)  # validate locally before anything reaches the cluster
+    check_reachable(address)
+    uri = check_tracking_uri(tracking_uri, address)
+    spec_rel = os.path.relpath(spec_path.resolve(), ROOT)
+    if spec_rel.startswith(".."):
+        raise SpecError(f"spec {spec_path}: must live inside the project ({ROOT}) so it travels with the job")
+    args = ["-m", "sweeps.cli", "sweep", spec_rel, "--tracking-uri", uri]
+    if storage:
+        args += ["--storage", storage]
+    if resume:
+        args.append("--resume")
+    python = os.environ.get("SPECFORCE_CLUSTER_PYTHON", sys.executable if _is_local(address) else "python")
+    entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
+    client = _client(address)
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES,
+                     "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1"}},
+        metadata={"specforce.spec": spec.name},
+    )
+    print(f"submitted {spec.name!r} as {job_id} to {address}; follow with: specforce logs {job_id} "
+          f"--address {address} --follow", file=sys.stderr)
+    if wait:
+        status = wait_for(client, job_id)
+        if status != "SUCCEEDED":
+            raise SystemExit(f"job {job_id} ended {status}")
+    return job_id
+
+
+def wait_for(client, job_id: str, timeout: float | None = None, stream: bool = True) -> str:
+    from ray.job_submission import JobStatus
+
+    start, seen = time.time(), 0
+    while True:
+        status = client.get_job_status(job_id)
+        if stream:
+            logs = client.get_job_logs(job_id)
+            sys.stderr.write(logs[seen:])
+            seen = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return str(status.value)
+        if timeout and time.time() - start > timeout:
+            raise TimeoutError(f"job {job_id} still {status.value} after {timeout:.0f}s")
+        time.sleep(2)
+
+
+def job_command(command: str, job_id: str, *, address: str, follow: bool = False) -> int:
+    check_reachable(address)
+    client = _client(address)
+    if command == "status":
+        info = client.get_job_info(job_id)
+        print(f"{job_id}: {info.status.value}  {info.message or ''}".rstrip())
+        return 0
+    if command == "logs":
+        if follow:
+            return 0 if wait_for(client, job_id) == "SUCCEEDED" else 1
+        print(client.get_job_logs(job_id), end="")
+        return 0
+    if command == "stop":
+        stopped = client.stop_job(job_id)
+        print(f"{job_id}: {'stop requested' if stopped else 'already finished'}")
+        return 0
+    raise SpecError(f"unknown job command {command!r}")

@@ -1,0 +1,123 @@
+"""One sweep trial = one Ray Train run: a Tune function trainable that builds and fits a TorchTrainer.
+
+This is Ray Train V2's pattern (DESIGN.md §4): `Tuner(TorchTrainer(...))` raises in V2, so the Tune trial runs
+`trial_trainable`, which launches a TorchTrainer named after the trial id (never a timestamp: a rerun finds the
+same Train run in storage and resumes it), with `TuneReportCallback` forwarding worker reports to Tune.
+
+Inside each worker (`worker_loop`) the plain PyTorch `trainers.loop.Trainer` runs with `RayReportHooks`:
+- training metrics are buffered and sent with the next evaluation as a JSON history (fewer barriers, and every Tune
+  result then carries the eval metrics the searcher and scheduler need);
+- each evaluation reports with a checkpoint: the run folder (checkpoint.pt, sample grids, spectra, mask picture),
+  which Ray persists to the sweep's storage. After a worker failure the group restarts from that checkpoint
+  (FailureConfig), and the loop resumes from its checkpoint.pt: resume is idempotent.
+
+The MLflow side lives on the driver (sweeps/tracking.py): workers never write to the tracking store.
+
+    python -m sweeps.cli sweep sweeps/configs/smoke.yaml      # runs trials through this module on local Ray
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+from trainers.config import TrainConfig, config_from_dict, set_dotted
+from trainers.loop import Hooks, Trainer, TrainingRun
+
+HISTORY_KEY = "specforce/history"
+PARAMS_KEY = "specforce/params"
+PROVENANCE_KEY = "specforce/provenance"
+IMAGES_KEY = "images"
+
+
+class RayReportHooks(Hooks):
+    """Turns loop events into `ray.train.report` calls (every rank calls report: it is a barrier)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self.history: list[dict[str, Any]] = []
+        self.latest: dict[str, float] = {}
+        self.run: TrainingRun | None = None
+
+    def on_start(self, run: TrainingRun) -> None:
+        self.run = run
+
+    def on_metrics(self, images: int, metrics: dict[str, float]) -> None:
+        super().on_metrics(images, metrics)
+        self.history.append({IMAGES_KEY: images, **metrics})
+        self.latest.update(metrics)
+
+    def on_checkpoint(self, images: int, path: pathlib.Path, metrics: dict[str, float]) -> None:
+        import ray.train
+
+        assert self.run is not None
+        payload: dict[str, Any] = {IMAGES_KEY: images, **self.latest,
+                                   HISTORY_KEY: json.dumps(self.history),
+                                   PARAMS_KEY: json.dumps(self.run.extra_params, default=str),
+                                   PROVENANCE_KEY: json.dumps(self.run.provenance, default=str)}
+        checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if self.rank == 0 else None
+        ray.train.report(payload, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{images:012d}",
+                         delete_local_checkpoint_after_upload=False)
+        self.history = []
+
+
+def worker_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker (torch.distributed already initialised by TorchTrainer)."""
+    import ray.train
+
+    cfg = config_from_dict(loop_config["config"])
+    rank = ray.train.get_context().get_world_rank()
+    out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"specforce-{loop_config['trial_id']}-r{rank}-"))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # restarted after a failure: continue from the latest registered checkpoint
+        with checkpoint.as_directory() as ckpt_dir:
+            shutil.copytree(ckpt_dir, out_dir, dirs_exist_ok=True)
+    try:
+        Trainer(cfg, out_dir, RayReportHooks(rank), cache_dir=loop_config["cache_dir"]).run()
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def resolve_trial_config(base: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    tree = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: dict[str, Any], storage: str,
+                    sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = ()) -> None:
+    """The Tune function trainable. `config` holds either a grid plan or the searcher's suggestion."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    if "plan" in config:
+        trial_id, overrides = config["plan"]["trial_id"], dict(config["plan"]["overrides"])
+    else:  # Optuna suggestion: the searched keys, always with SF on (baselines run as their own grid)
+        trial_id = ray.tune.get_context().get_trial_id()
+        overrides = {key: config[key] for key in search_keys}
+        overrides["spectral.enabled"] = True
+    cfg = resolve_trial_config(base, overrides)
+    use_gpu = bool(resources["use_gpu"])
+    per_worker = {"CPU": resources["cpus_per_worker"]}
+    if use_gpu:
+        per_worker["GPU"] = resources["gpus_per_worker"] or 1
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"config": cfg.model_dump(mode="json"), "trial_id": trial_id, "cache_dir": cache_dir},
+        scaling_config=ray.train.ScalingConfig(num_workers=resources["workers"], use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"{sweep_name}-{trial_id}",  # stable: a resumed sweep finds this run and its checkpoints
+            storage_path=os.path.join(storage, sweep_name, "train"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()

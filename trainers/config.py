@@ -1,0 +1,252 @@
+"""Typed, frozen training configuration: what one run is, validated at load.
+
+A config is a YAML file with the sections below (every key optional, defaults are a tiny CPU run):
+
+    model:    {preset: jit-tiny, patch_size: 4}
+    data:     {name: grf, image_size: 32}
+    spectral: {enabled: true, schedule: linear, c_min: 0.05, kappa: 30}
+    optim:    {batch_size: 64, blr: 5.0e-5, total_images: 38400}
+    sample:   {sampler: heun, steps: 50}
+    eval:     {num_samples: 1000, metrics: [fd_pixel, spectrum]}
+    seed: 0
+
+Errors name the dotted key path and the bad value, e.g.
+`ConfigError: model.patch_size: patch size 7 does not divide data.image_size 32`.
+
+    python -c "from trainers.config import load_config; print(load_config('sweeps/configs/tiny_train.yaml'))"
+"""
+from __future__ import annotations
+
+import difflib
+import pathlib
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message starts with the dotted key path."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Frozen):
+    preset: str = "jit-tiny"
+    # None keeps the preset's own patch size; set it to tokenise the same architecture coarse or fine.
+    patch_size: int | None = Field(default=None, gt=0)
+
+
+class DataConfig(_Frozen):
+    name: str = "grf"
+    image_size: int = Field(default=32, gt=0)
+    root: str | None = None  # folder for imagefolder/imagenet/cifar10
+    # dataset-specific options passed to trainers.data.build_dataset (e.g. alpha_data for grf)
+    options: dict[str, Any] = Field(default_factory=dict)
+    num_workers: int = Field(default=0, ge=0)
+
+
+class SpectralConfig(_Frozen):
+    enabled: bool = False
+    schedule: Literal["linear", "contour", "snr", "constant", "none"] = "linear"
+    c_min: float = Field(default=0.05, ge=0.0, le=1.0)
+    c_max: float = Field(default=1.0, gt=0.0, le=1.0)
+    c_const: float = Field(default=0.5, gt=0.0, le=1.0)
+    kappa: float = Field(default=30.0, gt=0.0)
+    alpha: float = Field(default=2.0, gt=0.0)
+    # snr schedule: None fits alpha and r0 from the training data's radial DCT power spectrum
+    r0: float | None = Field(default=None, gt=0.0)
+    fit_from_data: bool = False
+    window_size: int | None = Field(default=None, gt=0)
+    identity_at_data: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpectralConfig":
+        if self.c_min > self.c_max:
+            raise ValueError(f"c_min={self.c_min} must not exceed c_max={self.c_max}")
+        return self
+
+
+class FlowConfig(_Frozen):
+    p_mean: float = -0.8
+    p_std: float = Field(default=0.8, gt=0.0)
+    t_eps: float = Field(default=0.05, gt=0.0, lt=1.0)
+    noise_scale: float = Field(default=1.0, gt=0.0)
+    label_drop: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class OptimConfig(_Frozen):
+    batch_size: int = Field(default=64, gt=0)  # global batch, split across workers
+    blr: float = Field(default=5e-5, gt=0.0)  # lr = blr * batch_size / 256 (JiT recipe)
+    lr: float | None = Field(default=None, gt=0.0)  # explicit lr overrides blr scaling
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    warmup_images: int = Field(default=0, ge=0)
+    total_images: int = Field(default=38_400, gt=0)
+    grad_clip: float | None = Field(default=None, gt=0.0)
+    ema_decays: tuple[float, ...] = (0.999, 0.9996)
+    ema_warmup: bool = True
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+
+    @field_validator("ema_decays")
+    @classmethod
+    def _decays(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0.0 < d < 1.0 for d in v):
+            raise ValueError(f"every EMA decay must lie in (0, 1), got {list(v)}")
+        return v
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else self.blr * self.batch_size / 256
+
+
+class SampleConfig(_Frozen):
+    sampler: Literal["euler", "heun"] = "heun"
+    steps: int = Field(default=50, gt=0)
+    cfg_scale: float = Field(default=1.0, ge=0.0)
+    cfg_interval: tuple[float, float] = (0.1, 1.0)
+    ema_index: int = Field(default=0, ge=0)  # which EMA decay samples come from
+
+
+class EvalConfig(_Frozen):
+    every_images: int = Field(default=0, ge=0)  # 0: only at the end
+    num_samples: int = Field(default=500, gt=1)
+    batch_size: int = Field(default=250, gt=0)
+    # fd_pixel, fid (gives is too), classifier (mnist/digits), spectrum (spec_err_low|mid|high)
+    metrics: tuple[str, ...] = ("fd_pixel", "spectrum")
+    denoise_loss: bool = True  # held-out v-loss on a fixed batch, fixed noise, fixed t grid
+    denoise_batch: int = Field(default=256, gt=0)
+    denoise_t_points: int = Field(default=20, gt=1)
+    grid_every_images: int = Field(default=0, ge=0)  # 0: only at the end
+    grid_size: int = Field(default=8, gt=0)  # grid_size x grid_size samples
+    inception_weights: str | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = ("fd_pixel", "fid", "classifier", "spectrum")
+        for m in v:
+            if m not in known:
+                raise ValueError(f"unknown metric {m!r}; known: {', '.join(known)}")
+        return v
+
+
+class TrainConfig(_Frozen):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    spectral: SpectralConfig = SpectralConfig()
+    flow: FlowConfig = FlowConfig()
+    optim: OptimConfig = OptimConfig()
+    sample: SampleConfig = SampleConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: int = Field(default=0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every_images: int = Field(default=2_560, gt=0)
+    # checkpoint.pt (resume state) is written after every evaluation, at this interval, and at the end
+    checkpoint_every_images: int = Field(default=0, ge=0)
+    save_checkpoint: bool = True  # also write the final EMA weights as ema.pt (logged as checkpoints/ema.pt)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "TrainConfig":
+        patch = self.model.patch_size
+        if patch is not None and self.data.image_size % patch:
+            raise ValueError(f"model.patch_size: patch size {patch} does not divide data.image_size {self.data.image_size}")
+        win = self.spectral.window_size
+        if win is not None and self.data.image_size % win:
+            raise ValueError(f"spectral.window_size: {win} does not divide data.image_size {self.data.image_size}")
+        if self.sample.ema_index >= len(self.optim.ema_decays):
+            raise ValueError(f"sample.ema_index: {self.sample.ema_index} but only {len(self.optim.ema_decays)} EMA decays")
+        if self.optim.batch_size > self.optim.total_images:
+            raise ValueError(f"optim.total_images: {self.optim.total_images} is smaller than one batch ({self.optim.batch_size})")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values (lists for tuples), as logged to MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key != "options":
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` inside a nested dict, creating sections; `seed` works at the top level."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(e["loc"][:-1])
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            lines.append(f"{path}: unknown key ({hint})")
+        elif not path:
+            lines.append(msg)  # cross-field checks already name their key path
+        elif isinstance(e.get("input"), Mapping):
+            lines.append(f"{path}: {msg}")
+        else:
+            lines.append(f"{path}: {msg} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = TrainConfig
+    for p in loc:
+        field = model.model_fields.get(str(p))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def config_from_dict(tree: Mapping[str, Any] | None) -> TrainConfig:
+    tree = dict(tree or {})
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_yaml(path: str | pathlib.Path) -> dict[str, Any]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with path.open() as f:
+        tree = yaml.safe_load(f)  # safe_load: a config must never construct Python objects
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: str | pathlib.Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    tree = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
