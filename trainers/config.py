@@ -108,6 +108,8 @@ class SampleConfig(_Frozen):
     cfg_scale: float = Field(default=1.0, ge=0.0)
     cfg_interval: tuple[float, float] = (0.1, 1.0)
     ema_index: int = Field(default=0, ge=0)  # which EMA decay samples come from
+    # None: exact 1-t in the sampler (t < 1 at every evaluation point). 0.05 reproduces JiT's clamped sampler.
+    t_eps_last: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
 class EvalConfig(_Frozen):

@@ -350,7 +350,8 @@ class Trainer:
                                                                self.cfg.data.image_size),
                             labels=labels.to(run.device), sampler=s.sampler, steps=s.steps, cfg_scale=s.cfg_scale,
                             cfg_interval=s.cfg_interval, noise_scale=self.cfg.flow.noise_scale,
-                            num_classes=ds.num_classes, generator=generator, device=run.device)
+                            num_classes=ds.num_classes, generator=generator, device=run.device,
+                            t_eps_last=s.t_eps_last)
 
     def _grid_labels(self, run: TrainingRun) -> torch.Tensor:
         n = self.cfg.eval.grid_size**2
