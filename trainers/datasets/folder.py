@@ -1,0 +1,128 @@
+"""`imagefolder` and `imagenet`: RGB images from class folders, ADM centre-cropped to image_size (PIL only).
+
+    python -c "from trainers.data import build_dataset; print(build_dataset('imagefolder', image_size=64, root='photos').describe())"
+
+Layout: `root/<class>/<image>` for `imagefolder`; `root/train/<class>/...` and `root/val/<class>/...` for `imagenet`
+(split "test" reads `val/`; a class count other than 1000 only warns, so subsets work). Classes are the sorted
+sub-folder names (label = position); images are found recursively with extensions jpg/jpeg/png/bmp/webp in any case,
+in sorted path order. Names starting with "." are skipped (editor and macOS metadata files). `imagefolder` has no
+split folders: both splits read the same images and differ only in augmentation — give the test split its own root
+(or use the `imagenet` layout) for truly held-out data.
+
+Every image goes through the ADM/DiT/JiT centre crop (`adm_center_crop`) and is read lazily on access. Option
+`hflip`: random horizontal flips, default True for train and False for test; the coin is a function of
+(seed, index, epoch) (see datasets.base). Unreadable images raise ValueError naming the file at access time.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trainers.datasets.base import ImageDataset, check_bool, flip_draw
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_CLASSES = 1000
+
+
+def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The ADM recipe (used by DiT and JiT): halve with a box filter while the short side is >= 2*size, bicubic-resize
+    the short side to exactly `size`, then cut the central size x size square.
+
+    The box halving first keeps the bicubic step's shrink factor below 2, where bicubic alone would alias.
+    """
+    while min(image.size) >= 2 * size:
+        image = image.resize((image.width // 2, image.height // 2), resample=Image.Resampling.BOX)
+    scale = size / min(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)),
+                         resample=Image.Resampling.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def scan_folder(root: str, dataset: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """(sorted class names, [(image path, class index)]) for root/<class>/**/<image>; clear errors when empty."""
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"{dataset}: root {root!r} does not exist")
+    if not os.path.isdir(root):
+        raise ValueError(f"{dataset}: root {root!r} is not a directory")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and _visible(e.name))
+    if not classes:
+        raise ValueError(f"{dataset}: no class folders in {root!r}; expected {root}/<class>/<image>")
+    samples = []
+    for label, cls in enumerate(classes):
+        found = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls), followlinks=True):
+            dirnames[:] = [d for d in dirnames if _visible(d)]  # prune in place: os.walk honours it
+            found += [os.path.join(dirpath, f) for f in filenames
+                      if _visible(f) and f.lower().endswith(EXTENSIONS)]
+        if not found:
+            # an empty class would silently leave a label with no data
+            raise ValueError(f"{dataset}: class folder {os.path.join(root, cls)!r} has no images "
+                             f"(extensions {', '.join(EXTENSIONS)})")
+        samples += [(path, label) for path in sorted(found)]
+    return classes, samples
+
+
+def load_rgb(path: str, size: int, dataset: str) -> torch.Tensor:
+    """One file -> float32 [3, size, size] in [-1, 1], ADM centre-cropped."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")  # forces the full decode inside the try
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{dataset}: cannot read image {path!r}: {e}") from e
+    array = np.asarray(adm_center_crop(image, size), dtype=np.uint8)
+    return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+
+
+class ImageFolderDataset(ImageDataset):
+    name = "imagefolder"
+    OPTIONS = {"hflip": None}
+    uses_root = True
+
+    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None):
+        hflip = split == "train" if hflip is None else check_bool("hflip", hflip)
+        self.classes, self._samples = scan_folder(self._folder(root, split), self.name)
+        super().__init__(image_size=image_size, split=split, seed=seed, num_classes=len(self.classes), channels=3,
+                         options={"hflip": hflip}, root=root)
+        self._hflip = hflip
+
+    @staticmethod
+    def _folder(root: str, split: str) -> str:
+        return root
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def _image(self, index: int, epoch: int) -> torch.Tensor:
+        x = load_rgb(self._samples[index][0], self.image_size, self.name)
+        if self._hflip and flip_draw(self.seed, index, epoch):
+            x = x.flip(-1)
+        return x
+
+    def _label(self, index: int) -> int:
+        return self._samples[index][1]
+
+
+class ImageNetDataset(ImageFolderDataset):
+    name = "imagenet"
+    SPLIT_FOLDERS = {"train": "train", "test": "val"}
+
+    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None):
+        super().__init__(image_size=image_size, split=split, seed=seed, root=root, hflip=hflip)
+        if self.num_classes != IMAGENET_CLASSES:
+            warnings.warn(f"imagenet: found {self.num_classes} classes under "
+                          f"{self._folder(root, split)!r}, expected {IMAGENET_CLASSES}", stacklevel=3)
+
+    @classmethod
+    def _folder(cls, root: str, split: str) -> str:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"imagenet: root {root!r} does not exist")
+        return os.path.join(root, cls.SPLIT_FOLDERS[split])
