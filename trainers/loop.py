@@ -131,7 +131,11 @@ def data_spectrum(dataset, n: int = 512) -> dict[str, float]:
     from trainers.spectral import fit_power_law
 
     images = torch.stack([dataset[i][0] for i in range(min(len(dataset), n))])
-    alpha, r0 = fit_power_law(images)
+    try:
+        alpha, r0 = fit_power_law(images)
+    except ValueError as err:  # e.g. 8x8 digits peak at the stroke width: no power law to log
+        print(f"note: data spectrum is not a power law ({err}); logging NaN", flush=True)
+        return {"data.spectrum_alpha": float("nan"), "data.spectrum_r0": float("nan")}
     return {"data.spectrum_alpha": float(alpha), "data.spectrum_r0": float(r0)}
 
 
