@@ -178,7 +178,9 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         for phase, param_space in phases:
             search_keys = tuple(spec.search.space) if phase == "search" else ()
             trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys, **common),
-                                            {"CPU": 0})
+                                            {"CPU": 0, "memory": 1024})
+            # ^ the trial driver holds no CPU (its Train workers do), else 2 one-CPU trials never fit on 2 CPUs;
+            #   a token memory request because Tune refuses an all-zero bundle
             logger = tracking.MlflowTrialLogger(tracking_uri, experiment_id, parent, spec.base,
                                                 search_tag="optuna" if phase == "search" else None)
             loggers.append(logger)
