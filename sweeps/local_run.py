@@ -22,11 +22,14 @@ class MlflowHooks(Hooks):
         from sweeps import tracking
 
         self.client = tracking.prepare_store(tracking_uri)
+        self.logged: dict[str, int] = {}
         exp_id = tracking.get_or_create_experiment(self.client, experiment)
         existing = tracking.find_run(self.client, exp_id, **{"specforce.role": "train", "specforce.run_name": run_name})
         if existing is not None and existing.info.status != "FINISHED":  # rerun of an interrupted train: same run
             self.run_id = existing.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            for key in existing.data.metrics:  # the resumed loop re-reports steps after its checkpoint
+                self.logged[key] = max(m.step for m in self.client.get_metric_history(self.run_id, key))
         else:
             self.run_id = self.client.create_run(exp_id, run_name=run_name, tags={
                 "specforce.role": "train", "specforce.run_name": run_name}).info.run_id
@@ -48,7 +51,9 @@ class MlflowHooks(Hooks):
         import time
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, images) for k, v in metrics.items()])
+        new = [Metric(k, float(v), now, images) for k, v in metrics.items() if images > self.logged.get(k, -1)]
+        if new:
+            self.client.log_batch(self.run_id, metrics=new)
 
     def on_artifact(self, path: pathlib.Path, artifact_dir: str) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)

@@ -1,0 +1,162 @@
+"""SF gain per tokenisation from seed-paired runs, and the coarse-vs-fine interaction, with bootstrap intervals.
+
+For each metric, patch size, SF configuration and context (the other params that vary, e.g. data.name), the SF
+arm (spectral.enabled=True, grid runs; Optuna-searched SF trials go to `analysis.search`) is paired with the
+baseline (spectral.enabled=False) of the same seed and context. `delta = sf - baseline` per pair; the table
+(`comparisons.csv`, DESIGN.md §3) has the mean delta, its bootstrap CI and the number of pairs. The interaction is
+`delta(coarse) - delta(fine)` for every two patch sizes, with its own CI.
+
+    python -c "from analysis import load_runs; from analysis.compare import compare_arms; \\
+        print(compare_arms(load_runs('demo', 'sqlite:///mlflow.db'), ['eval/fd_pixel']).comparisons)"
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import Interval, difference_of_means_ci, paired_mean_ci
+from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problem, usable_runs
+
+COMPARISON_COLUMNS = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high",
+                      "n_pairs", "sf_config", "context", "n_baseline", "n_sf", "note"]
+INTERACTION_COLUMNS = ["metric", "coarse_patch", "fine_patch", "coarse_tokens", "fine_tokens", "delta_coarse",
+                       "delta_fine", "difference", "ci_low", "ci_high", "n_pairs_coarse", "n_pairs_fine",
+                       "sf_config", "context", "note"]
+PAIR_COLUMNS = ["metric", "context", "sf_config", "patch_size", "tokens", "seed", "baseline_run_id", "sf_run_id",
+                "baseline", "sf", "delta"]
+_ARM_EXCLUDE = ("params.spectral.enabled", "params.spectral.fitted_")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    comparisons: pd.DataFrame  # COMPARISON_COLUMNS, one row per (metric, context, sf_config, patch size)
+    interactions: pd.DataFrame  # INTERACTION_COLUMNS, one row per (metric, context, sf_config, two patch sizes)
+    pairs: pd.DataFrame  # PAIR_COLUMNS, the seed pairs behind every delta
+    excluded: pd.DataFrame  # EXCLUDED_COLUMNS, runs kept apart per metric, with the reason
+    confidence: float
+
+
+def _label(row: pd.Series, cols: list[str]) -> str:
+    return ", ".join(f"{c.removeprefix('params.')}={row[c]}" for c in cols)
+
+
+def label_arms(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Add `context` and `sf_config` labels: only params that vary in `reference` appear in them."""
+    ctx_cols = context_columns(reference)
+    sf_ref = reference[reference["sf"] == True]  # noqa: E712 (nullable boolean)
+    arm_cols = sorted(c for c in reference.columns if c.startswith("params.spectral.")
+                      and not c.startswith(_ARM_EXCLUDE) and sf_ref[c].astype("string").nunique() > 1)
+    out = runs.copy()
+    out["context"] = out.apply(lambda r: _label(r, ctx_cols), axis=1) if len(out) else pd.Series(dtype=str)
+    sf_labels = out.apply(lambda r: _label(r, arm_cols), axis=1) if len(out) else pd.Series(dtype=str)
+    out["sf_config"] = np.where(out["sf"] == True, sf_labels, "")  # noqa: E712
+    return out
+
+
+def comparable_trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials that take part in arm comparisons: baselines and grid (non-searched) SF runs."""
+    ok = runs[runs.apply(status_problem, axis=1).isna()] if len(runs) else runs
+    return ok[(ok["sf"] == False) | ok["search"].isna()]  # noqa: E712
+
+
+def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> Interval:
+    return paired_mean_ci(values, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: float = 0.95,
+                 n_resamples: int = 10_000, seed: int = 0) -> Comparison:
+    """Paired SF-minus-baseline deltas per patch size and their interactions, for each metric."""
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    reference = comparable_trials(runs)
+    rows, inter_rows, pair_rows, excluded = [], [], [], []
+    for metric in metrics:
+        selection = usable_runs(runs, metric)
+        excluded.append(selection.excluded)
+        usable = label_arms(comparable_trials(selection.usable), reference)
+        value = f"metrics.{metric}"
+        for (context, patch), group in usable.groupby(["context", "patch_size"], sort=False):
+            base = group[group["sf"] == False]  # noqa: E712
+            configs = sorted(group.loc[group["sf"] == True, "sf_config"].unique()) or [""]  # noqa: E712
+            for config in configs:
+                sf = group[(group["sf"] == True) & (group["sf_config"] == config)]  # noqa: E712
+                paired = base.merge(sf, on="seed", suffixes=("_b", "_s"))
+                d = (paired[f"{value}_s"] - paired[f"{value}_b"]).to_numpy(dtype=np.float64)
+                ci = _ci(d, confidence, n_resamples, seed)
+                tokens = group["tokens"].dropna()
+                rows.append({
+                    "metric": metric, "patch_size": int(patch), "tokens": int(tokens.iloc[0]) if len(tokens) else None,
+                    "baseline_mean": float(paired[f"{value}_b"].mean()) if len(paired) else _mean(base[value]),
+                    "sf_mean": float(paired[f"{value}_s"].mean()) if len(paired) else _mean(sf[value]),
+                    "delta": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "n_pairs": len(paired),
+                    "sf_config": config, "context": context, "n_baseline": len(base), "n_sf": len(sf),
+                    "note": ci.note if len(paired) else _unpaired_note(base, sf)})
+                for _, p in paired.iterrows():
+                    pair_rows.append({"metric": metric, "context": context, "sf_config": config,
+                                      "patch_size": int(patch), "tokens": rows[-1]["tokens"], "seed": int(p["seed"]),
+                                      "baseline_run_id": p["run_id_b"], "sf_run_id": p["run_id_s"],
+                                      "baseline": p[f"{value}_b"], "sf": p[f"{value}_s"],
+                                      "delta": p[f"{value}_s"] - p[f"{value}_b"]})
+    comparisons = _sorted(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(metrics))
+    pairs = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
+    for _, rows_g in comparisons[comparisons["n_pairs"] > 0].groupby(["metric", "context", "sf_config"], sort=False):
+        for (_, coarse), (_, fine) in combinations(rows_g.sort_values("patch_size", ascending=False).iterrows(), 2):
+            inter_rows.append(_interaction(coarse, fine, pairs, confidence, n_resamples, seed))
+    interactions = pd.DataFrame(inter_rows, columns=INTERACTION_COLUMNS)
+    excluded_all = pd.concat(excluded, ignore_index=True) if excluded else pd.DataFrame(columns=EXCLUDED_COLUMNS)
+    return Comparison(comparisons, interactions, pairs, excluded_all, confidence)
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _unpaired_note(base: pd.DataFrame, sf: pd.DataFrame) -> str:
+    if base.empty:
+        return "no baseline run"
+    if sf.empty:
+        return "no SF run"
+    return (f"no common seed (baseline seeds {sorted(base['seed'].astype(int))}, "
+            f"SF seeds {sorted(sf['seed'].astype(int))})")
+
+
+def _interaction(coarse: pd.Series, fine: pd.Series, pairs: pd.DataFrame, confidence: float, n_resamples: int,
+                 seed: int) -> dict:
+    def deltas(row: pd.Series) -> np.ndarray:
+        sel = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
+                    & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
+        return sel["delta"].to_numpy(dtype=np.float64)
+
+    ci = difference_of_means_ci(deltas(coarse), deltas(fine), confidence=confidence, n_resamples=n_resamples,
+                                seed=seed)
+    return {"metric": coarse["metric"], "coarse_patch": coarse["patch_size"], "fine_patch": fine["patch_size"],
+            "coarse_tokens": coarse["tokens"], "fine_tokens": fine["tokens"], "delta_coarse": coarse["delta"],
+            "delta_fine": fine["delta"], "difference": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
+            "n_pairs_coarse": coarse["n_pairs"], "n_pairs_fine": fine["n_pairs"], "sf_config": coarse["sf_config"],
+            "context": coarse["context"], "note": ci.note}
+
+
+def _sorted(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(metrics)}
+    return (table.assign(_m=table["metric"].map(order))
+            .sort_values(["_m", "context", "sf_config", "patch_size"], ascending=[True, True, True, False])
+            .drop(columns="_m").reset_index(drop=True))
+
+
+def metric_values(runs: pd.DataFrame, metric: str, group: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Usable comparison runs for a metric with `value` (final) and `floor` (the data-vs-data floor, if logged).
+
+    group: (context, sf_config) to keep only that context and SF configuration (baselines of the context stay).
+    """
+    usable = label_arms(comparable_trials(usable_runs(runs, metric).usable), comparable_trials(runs))
+    if group is not None:
+        context, config = group
+        usable = usable[(usable["context"] == context)
+                        & ((usable["sf"] == False) | (usable["sf_config"] == config))]  # noqa: E712
+    out = usable.assign(value=usable[f"metrics.{metric}"])
+    floor = f"metrics.{metric}_floor"
+    return out.assign(floor=out[floor] if floor in out else np.nan)

@@ -1,0 +1,270 @@
+"""`specforce report`: from an experiment's MLflow runs to the verdict, tables, plots, report.html and report.md.
+
+Writes into --out: report.html (self-contained), report.md, runs.parquet, history.parquet, comparisons.csv,
+interactions.csv, excluded.csv and the PNGs; logs them under `report/` on the sweep's parent run (the latest sweep
+of the experiment unless --sweep-run-id names one). Prints the verdict sentence and the report's path.
+
+    python -m analysis.report --experiment demo --tracking-uri sqlite:///mlflow.db --out reports/demo
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from analysis.artifacts import read_image, read_text
+from analysis.compare import Comparison, compare_arms, metric_values
+from analysis.runs import RunTables, default_tracking_uri, load_tables, metric_columns
+from analysis.search import SearchSummary, search_summary, spec_search_space
+from analysis.sections import build_sections, excluded_by_run
+from analysis import plots
+from analysis.render import to_html, to_markdown
+from analysis.schedules import schedule_from_params
+from analysis.tables import write_parquet
+from analysis.verdict import main_group, missing_arms, verdict
+
+HEADLINE = ("eval/fid", "eval/fd_pixel", "eval/denoise_loss", "eval/is")
+SPECTRAL_ERRORS = ("eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high")
+
+
+@dataclass
+class ReportResult:
+    verdict: str  # the plain-sentence answer for the primary metric
+    out_dir: Path
+    html_path: Path
+    md_path: Path
+    runs_path: Path
+    history_path: Path
+    comparisons_path: Path
+    metrics: list[str]
+    comparison: Comparison
+    messages: list[str]  # what is missing and what to run
+    excluded: pd.DataFrame  # one row per run kept apart, with reasons
+    figures: dict[str, Path] = field(default_factory=dict)
+    search: SearchSummary | None = None
+    logged_run_id: str | None = None  # the sweep run the report was logged to (None: not logged)
+
+
+def default_metrics(runs: pd.DataFrame) -> list[str]:
+    """Headline metrics first (the first one drives the verdict), then other extractors, spectra, t buckets."""
+    have = metric_columns(runs)
+    head = [m for m in HEADLINE if m in have]
+    extractors = sorted(m for m in have if m.startswith("eval/fd_") and not m.endswith("_floor") and m not in head)
+    spectra = [m for m in SPECTRAL_ERRORS if m in have]
+    buckets = sorted(m for m in have if m.startswith("eval/denoise_loss_t"))
+    return head + extractors + spectra + buckets
+
+
+def _check_metrics(metrics: Sequence[str] | None, runs: pd.DataFrame) -> list[str]:
+    have = metric_columns(runs)
+    if metrics is None:
+        chosen = default_metrics(runs)
+        if not chosen:
+            raise ValueError(f"the runs report no eval/* metric to compare; metrics logged: {have}")
+        return chosen
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    unknown = [m for m in metrics if m not in have]
+    if unknown:
+        raise ValueError(f"metrics {unknown} were not logged by any run; available: {have}")
+    return list(dict.fromkeys(metrics))
+
+
+def _target_run(client: MlflowClient, tables: RunTables, sweep_run_id: str | None) -> str | None:
+    if sweep_run_id is not None:
+        try:
+            client.get_run(sweep_run_id)
+        except MlflowException as err:
+            raise ValueError(f"sweep_run_id {sweep_run_id!r} is not a run in this tracking store: {err}") from err
+        return sweep_run_id
+    if tables.sweeps.empty:
+        return None
+    return str(tables.sweeps.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def _spec_space(tracking_uri: str, tables: RunTables) -> tuple[dict, str | None]:
+    """Search space and metric from the newest sweep that logged a spec with a search section."""
+    for run_id in tables.sweeps.sort_values("start_time", ascending=False)["run_id"]:
+        space, metric, _ = spec_search_space(read_text(tracking_uri, run_id, "spec/spec.json"))
+        if space:
+            return space, metric
+    return {}, None
+
+
+def _schedule_configs(runs: pd.DataFrame, best: pd.DataFrame) -> list[tuple[str, dict]]:
+    grid_sf = runs[(runs["sf"] == True) & runs["search"].isna()]  # noqa: E712
+    picks = [r for _, r in grid_sf.iterrows()]
+    if len(best):
+        picks += [runs.set_index("run_id").loc[best.iloc[0]["run_id"]].rename(best.iloc[0]["run_id"])]
+    configs: dict[str, dict] = {}
+    for row in picks:
+        params = {k.removeprefix("params."): v for k, v in row.items() if str(k).startswith("params.")}
+        if params.get("spectral.schedule") in (None, "none"):
+            continue
+        kw = schedule_from_params(params)
+        label = _schedule_label(kw) + (" · best searched" if row.get("search") == "optuna" else "")
+        configs.setdefault(label, kw)
+    if not configs:  # no SF run: show what the options look like at their defaults
+        configs = {_schedule_label({"schedule": s}): {"schedule": s} for s in ("linear", "contour", "constant")}
+    return list(configs.items())[:6]
+
+
+def _schedule_label(kw: dict) -> str:
+    s = kw["schedule"]
+    detail = {"linear": f"c_min={kw.get('c_min', 0.05):g}, c_max={kw.get('c_max', 1.0):g}",
+              "contour": f"α={kw.get('alpha', 2.0):.3g}, c_min={kw.get('c_min', 0.05):g}",
+              "snr": f"α={kw.get('alpha', 2.0):.3g}, r0={kw.get('r0') or 0:.3g}",
+              "constant": f"c={kw.get('c_const', 0.5):g}"}[s]
+    return f"{s} ({detail})"
+
+
+def _front(runs: pd.DataFrame) -> tuple[float, float] | None:
+    cols = ("params.data.spectrum_alpha", "params.data.spectrum_r0")
+    if not all(c in runs for c in cols):
+        return None
+    fits = runs[list(cols)].apply(pd.to_numeric, errors="coerce").dropna()
+    return (float(fits.iloc[:, 0].median()), float(fits.iloc[:, 1].median())) if len(fits) else None
+
+
+def _samples(tracking_uri: str, values: pd.DataFrame) -> tuple[dict, dict]:
+    """Final sample grid of one seed per (patch, arm), the same seed for both arms when they share one."""
+    grids, labels = {}, {}
+    for patch, at in values.groupby("patch_size"):
+        base, sf = at[at["sf"] == False], at[at["sf"] == True]  # noqa: E712
+        common = sorted(set(base["seed"]) & set(sf["seed"]))
+        for is_sf, arm in ((False, base), (True, sf)):
+            pick = arm[arm["seed"] == common[0]] if common else arm.sort_values("seed")
+            grids[(int(patch), is_sf)] = (read_image(tracking_uri, pick.iloc[0]["run_id"], "samples/final.png")
+                                          if len(pick) else None)
+        seed_note = f", seed {int(common[0])}" if common else ""
+        tokens = at["tokens"].dropna()
+        labels[int(patch)] = f"patch {int(patch)}" + (f" ({int(tokens.iloc[0])} tokens)" if len(tokens) else "") \
+            + seed_note
+    return grids, labels
+
+
+def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str], comparison: Comparison,
+             search: SearchSummary | None) -> dict[str, Path]:
+    primary = metrics[0]
+    group = main_group(comparison, primary)
+    headline = [m for m in metrics if not m.startswith("eval/denoise_loss_t")][:4]
+    values = {m: metric_values(tables.runs, m, main_group(comparison, m)) for m in headline}
+    head_table = comparison.comparisons[comparison.comparisons["metric"].isin(headline)]
+    figs = {
+        "metric_vs_patch": plots.plot_metric_vs_patch(values, out / "metric_vs_patch.png"),
+        "gain_vs_tokens": plots.plot_gain_vs_tokens(head_table, out / "gain_vs_tokens.png"),
+        "bucket_gains": plots.plot_bucket_gains(comparison.comparisons, out / "gain_per_t_bucket.png"),
+    }
+    primary_values = metric_values(tables.runs, primary, group)
+    figs["training_curves"] = plots.plot_training_curves(tables.history, primary_values, ["train/loss", primary],
+                                                         out / "training_curves.png")
+    grids, labels = _samples(tracking_uri, primary_values)
+    figs["samples"] = plots.plot_samples(grids, labels, out / "samples.png")
+    best = search.best if search else pd.DataFrame()
+    figs["schedules"] = plots.plot_schedules(_schedule_configs(tables.runs, best), _front(tables.runs),
+                                             out / "cutoff_schedules.png")
+    if search is not None:
+        baselines = metric_values(tables.runs, search.metric)
+        figs["alpha"] = plots.plot_alpha(search.sf_runs, baselines[baselines["sf"] == False],  # noqa: E712
+                                         search.metric, out / "metric_vs_alpha.png")
+        figs["importance"] = plots.plot_importance(search.importance, search.metric, search.n_trials,
+                                                   out / "importance.png")
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, metrics: Sequence[str] | None = None,
+                 sweep_run_id: str | None = None, log_to_mlflow: bool = True, confidence: float = 0.95,
+                 n_resamples: int = 10_000) -> ReportResult:
+    """Load, compare, plot, render and (optionally) log the report; returns what it wrote and the verdict."""
+    if isinstance(experiments, str):
+        experiments = [experiments]
+    out = Path(out_dir)
+    tables = load_tables(experiments, tracking_uri)
+    trials = tables.runs[tables.runs["role"] == "trial"] if len(tables.runs) else tables.runs
+    if trials.empty:
+        raise ValueError(f"experiment(s) {experiments} in {tracking_uri} have no trial runs "
+                         "(tag specforce.role=trial): run a sweep first")
+    chosen = _check_metrics(metrics, tables.runs)
+    client = MlflowClient(tracking_uri)
+    target = _target_run(client, tables, sweep_run_id) if log_to_mlflow else None
+    comparison = compare_arms(tables.runs, chosen, confidence=confidence, n_resamples=n_resamples)
+    sentence = verdict(comparison, chosen[0])
+    messages = missing_arms(tables.runs)
+    space, spec_metric = _spec_space(tracking_uri, tables)
+    search = None
+    if (tables.runs["search"] == "optuna").any():
+        metric = spec_metric if spec_metric in metric_columns(tables.runs) else chosen[0]
+        search = search_summary(tables.runs, metric, space)
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path, history_path = write_parquet(tables.runs, tables.history, out)
+    comparisons_path = out / "comparisons.csv"
+    comparison.comparisons.to_csv(comparisons_path, index=False)
+    comparison.interactions.to_csv(out / "interactions.csv", index=False)
+    excluded = excluded_by_run(comparison.excluded, chosen)
+    excluded.to_csv(out / "excluded.csv", index=False)
+    figures = _figures(out, tracking_uri, tables, chosen, comparison, search)
+
+    title = f"Spectral Forcing ablation · {', '.join(experiments)}"
+    subtitle = (f"{len(trials)} trial runs in {len(tables.sweeps)} sweep(s) · tracking store {tracking_uri} · "
+                f"generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search)
+    footer = (f"Deltas are SF − baseline over seed-matched pairs (same seed and config). Intervals: "
+              f"{confidence:.0%} expanded-percentile bootstrap (Hesterberg 2015) of the mean paired difference, "
+              f"{n_resamples} resamples, rng seed 0; the interaction resamples the pairs of each patch size "
+              "independently. "
+              "Undefined with fewer than 2 pairs.")
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(to_html(title, subtitle, sections, footer), encoding="utf-8")
+    md_path.write_text(to_markdown(title, sections, subtitle, footer), encoding="utf-8")
+    if target is not None:
+        client.log_artifacts(target, str(out), artifact_path="report")
+    return ReportResult(sentence, out, html_path, md_path, runs_path, history_path, comparisons_path, chosen,
+                        comparison, messages, excluded, figures, search, target)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--experiment", action="append", required=True, metavar="NAME",
+                        help="MLflow experiment (= sweep spec name); repeat to analyse several together")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: sqlite:///mlflow.db in the working directory)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: reports/<experiment>)")
+    parser.add_argument("--metric", action="append", default=None, metavar="NAME",
+                        help="metric to compare, e.g. eval/fd_pixel; repeat for several; the first drives the "
+                             "verdict (default: every eval metric logged, FID/FD first)")
+    parser.add_argument("--sweep-run-id", default=None,
+                        help="log the report on this sweep run (default: the experiment's latest sweep run)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_tracking_uri()
+    out = args.out or Path("reports") / "+".join(args.experiment)
+    try:
+        result = build_report(args.experiment, uri, out, metrics=args.metric, sweep_run_id=args.sweep_run_id,
+                              log_to_mlflow=not args.no_log)
+    except ValueError as err:
+        print(f"specforce report: error: {err}", file=sys.stderr)
+        return 2
+    print(result.verdict)
+    for message in result.messages:
+        print(f"  - {message}")
+    if not args.no_log:
+        print(f"logged to MLflow run {result.logged_run_id} under report/" if result.logged_run_id else
+              "not logged to MLflow: the experiment has no sweep run (tag specforce.role=sweep)")
+    print(f"report: {result.html_path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    sys.exit(main(add_arguments(parser).parse_args()))

@@ -1,0 +1,143 @@
+"""The report's content: which sections, in which order, with which sentences, tables and figures.
+
+Rendering (HTML/Markdown) lives in `analysis.render`; this module only decides what a reader sees first
+(the verdict), then the evidence, then what was left out and why.
+
+    python -m analysis.report --experiment demo --out reports/demo   # builds these sections
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.compare import Comparison
+from analysis.render import Plot, Section
+from analysis.runs import RunTables
+from analysis.search import SearchSummary
+from analysis.verdict import fmt, verdict
+
+EXCLUDED_BY_RUN = ["run_name", "experiment", "reason", "metrics", "run_id"]
+
+
+def excluded_by_run(excluded: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per (run, reason): the metrics it is kept apart for ("all" when every compared metric)."""
+    if excluded.empty:
+        return pd.DataFrame(columns=EXCLUDED_BY_RUN)
+    rows = []
+    for (run_id, name, exp, reason), group in excluded.groupby(["run_id", "run_name", "experiment", "reason"]):
+        ms = sorted(set(group["metric"]))
+        rows.append({"run_name": name, "experiment": exp, "reason": reason,
+                     "metrics": "all" if len(ms) == len(metrics) else ", ".join(ms), "run_id": run_id})
+    return pd.DataFrame(rows, columns=EXCLUDED_BY_RUN).sort_values(["reason", "run_name"]).reset_index(drop=True)
+
+
+def _with_ci(row: pd.Series) -> str:
+    est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+    return f"{est} [{lo}, {hi}]" if pd.notna(row["ci_low"]) else (f"{est} (CI undefined)" if pd.notna(row["delta"])
+                                                                    else "n/a")
+
+
+def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame(columns=["metric", "patch", "tokens", "baseline", "SF", "Δ SF − baseline [95% CI]",
+                                     "pairs", "note"])
+    out = pd.DataFrame({
+        "metric": table["metric"], "patch": table["patch_size"], "tokens": table["tokens"],
+        "baseline": table["baseline_mean"], "SF": table["sf_mean"],
+        "Δ SF − baseline [95% CI]": table.apply(_with_ci, axis=1), "pairs": table["n_pairs"], "note": table["note"]})
+    for extra in ("sf_config", "context"):
+        if table[extra].astype(bool).any():
+            out[extra] = table[extra]
+    return out
+
+
+def interaction_table(inter: pd.DataFrame) -> pd.DataFrame:
+    cols = ["metric", "coarse vs fine", "Δ coarse", "Δ fine", "Δ coarse − Δ fine [95% CI]", "pairs", "note"]
+    if inter.empty:
+        return pd.DataFrame(columns=cols)
+    ci = inter.rename(columns={"difference": "delta"}).apply(_with_ci, axis=1)
+    return pd.DataFrame({
+        "metric": inter["metric"],
+        "coarse vs fine": [f"patch {int(c)} vs {int(f)}" for c, f in zip(inter["coarse_patch"], inter["fine_patch"])],
+        "Δ coarse": inter["delta_coarse"], "Δ fine": inter["delta_fine"], "Δ coarse − Δ fine [95% CI]": ci,
+        "pairs": [f"{int(a)} / {int(b)}" for a, b in zip(inter["n_pairs_coarse"], inter["n_pairs_fine"])],
+        "note": inter["note"]}, columns=cols)
+
+
+def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    trials = runs[runs["role"] == "trial"]
+    if trials.empty:
+        return pd.DataFrame()
+    arm = trials["sf"].map({True: "SF", False: "baseline"}).astype(object).fillna("unknown arm")
+    arm = arm.where(~((trials["sf"] == True) & trials["search"].notna()), "SF (searched)")  # noqa: E712
+    status = trials["status"].fillna(trials["mlflow_status"]).astype(str)
+    counts = pd.crosstab([trials["patch_size"].astype("Int64").astype(str), arm.rename("arm")], status)
+    return counts.reset_index().rename(columns={"patch_size": "patch"})
+
+
+def _plot(figures: dict[str, Path], key: str, caption: str) -> list[Plot]:
+    return [Plot(figures[key], caption)] if key in figures else []
+
+
+def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison, sentence: str,
+                   messages: list[str], excluded: pd.DataFrame, figures: dict[str, Path],
+                   search: SearchSummary | None) -> list[Section]:
+    primary = metrics[0]
+    others = [verdict(comparison, m) for m in metrics[1:] if not m.startswith("eval/denoise_loss_t")]
+    sections = [Section("Verdict", [sentence, f"Primary metric: {primary}. Other metrics:"] if others else
+                        [sentence, f"Primary metric: {primary}."], bullets=others, css_class="verdict")]
+    if messages:
+        sections.append(Section("What to run next", ["Missing or unpaired arms, and the runs that would fill them:"],
+                                bullets=messages, css_class="todo"))
+    table = comparison.comparisons
+    headline = table[~table["metric"].str.startswith("eval/denoise_loss_t")]
+    inter = comparison.interactions
+    inter_buckets = inter["metric"].str.startswith("eval/denoise_loss_t")
+    sections.append(Section(
+        "SF gain per tokenization",
+        ["Each Δ is SF minus baseline averaged over seed-matched pairs; negative is better for every metric "
+         "except eval/is. Error bars on the left are the SD over seeds; on the right the 95% bootstrap CI."],
+        tables=[("Paired comparisons (comparisons.csv)", comparison_table(headline)),
+                ("Coarse-vs-fine interaction (interactions.csv)", interaction_table(inter[~inter_buckets]))],
+        figures=_plot(figures, "metric_vs_patch", "Metric vs patch size, with and without SF (mean ± SD over seeds; "
+                      "dots are seeds; dotted: data-vs-data floor at the same sample count)")
+        + _plot(figures, "gain_vs_tokens", "SF gain vs image tokens (mean paired Δ with 95% bootstrap CI)")))
+    buckets = table[table["metric"].str.startswith("eval/denoise_loss_t")]
+    if len(buckets) or "bucket_gains" in figures:
+        sections.append(Section(
+            "Where in time SF helps",
+            ["Held-out denoising loss on a fixed batch, fixed noise and a fixed t grid, per t bucket: a "
+             "low-variance measure that needs no sampling."],
+            tables=[("Per-bucket comparisons", comparison_table(buckets)),
+                    ("Per-bucket coarse-vs-fine interaction", interaction_table(inter[inter_buckets]))],
+            figures=_plot(figures, "bucket_gains", "SF − baseline per t bucket (95% bootstrap CI)")))
+    sections.append(Section("Training", figures=_plot(
+        figures, "training_curves", "Training loss and the primary metric vs training images seen "
+        "(median over seeds, band = min..max)")))
+    sections.append(Section("Samples", figures=_plot(
+        figures, "samples", "Final sample grids of each arm side by side (the same seed for both arms)"),
+        paragraphs=[] if "samples" in figures else ["No run logged samples/final.png."]))
+    sections.append(Section("Cutoff schedules", figures=_plot(
+        figures, "schedules", "c(t) of the SF configurations that ran, over the data's SNR front "
+        "r*(t) = r0 (t/(1-t))^(2/α) fitted from its radial DCT spectrum")))
+    if search is not None:
+        best = search.best.drop(columns=["run_id"])
+        sections.append(Section(
+            f"Search: {search.metric}", search.notes,
+            tables=[(f"Best SF configurations by {search.metric}", best)],
+            figures=_plot(figures, "alpha", f"{search.metric} vs the cutoff exponent alpha, by schedule "
+                          "(dashed: baseline mean, band: ± SD)")
+            + _plot(figures, "importance", "Hyperparameter importance (Optuna fANOVA on a study rebuilt from "
+                    "the completed Optuna trials)")))
+    counts = run_counts(tables.runs)
+    sections.append(Section("Runs", [f"{len(tables.runs)} runs loaded from {tables.runs['experiment'].nunique()} "
+                                     f"experiment(s) and {len(tables.sweeps)} sweep(s)."],
+                            tables=[("Trials by patch size, arm and status", counts)] if len(counts) else []))
+    sections.append(Section(
+        "Excluded runs",
+        ["Runs that failed, were stopped early, were superseded by a rerun, or whose evaluation is not comparable "
+         "(different extractor, weights, sample count or reference set) are kept apart, never averaged in."]
+        if len(excluded) else ["None: every completed trial was used."],
+        tables=[("", excluded.drop(columns=["run_id"]))] if len(excluded) else []))
+    return sections

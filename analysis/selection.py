@@ -1,0 +1,120 @@
+"""Which runs may be averaged for a metric, and why the others are kept apart (listed, never silently mixed in).
+
+A trial counts for a metric when: it is a trial (tag specforce.role=trial) that completed (tag
+specforce.status=completed, MLflow status FINISHED), has the typed keys the comparison needs (patch size, seed,
+spectral.enabled), reported the metric, and its evaluation provenance for that metric (extractor, weights, sample
+count, reference set: tag specforce.provenance) equals the provenance most runs of the set share. A rerun of the
+same configuration and seed keeps only its latest run.
+
+    python -c "from analysis import load_runs; from analysis.selection import usable_runs; \\
+        print(usable_runs(load_runs('demo', 'sqlite:///mlflow.db'), 'eval/fd_pixel'))"
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+EXCLUDED_COLUMNS = ["run_id", "run_name", "experiment", "metric", "reason"]
+# measured or derived params (data fits, token count): they describe a run, they do not configure it
+MEASURED_PREFIXES = ("params.data.spectrum_", "params.spectral.fitted_", "params.model.tokens")
+# the arm (spectral.*), seed and tokenisation are what a comparison varies, so they never define its context
+_NOT_CONTEXT_PREFIXES = ("params.spectral.", "params.seed", "params.model.patch_size") + MEASURED_PREFIXES
+
+
+@dataclass(frozen=True)
+class Selection:
+    usable: pd.DataFrame  # runs that may be averaged for the metric
+    excluded: pd.DataFrame  # EXCLUDED_COLUMNS: one row per run kept apart, with the reason
+
+
+def status_problem(row: pd.Series) -> str | None:
+    """Why a run can never be averaged (any metric), or None."""
+    if row.get("role") != "trial":
+        return f"not a trial run (tag specforce.role={row.get('role')!r})"
+    status, mlflow_status = row.get("status"), row.get("mlflow_status")
+    if status == "stopped_early":
+        return "stopped early by the scheduler (partial training)"
+    if status == "failed" or mlflow_status == "FAILED":
+        return "failed"
+    if status != "completed":
+        return f"not completed (specforce.status={status!r}, MLflow status {mlflow_status})"
+    if mlflow_status != "FINISHED":
+        return f"MLflow status {mlflow_status} (expected FINISHED)"
+    missing = [c for c in ("patch_size", "seed", "sf") if pd.isna(row.get(c))]
+    if missing:
+        return f"missing {', '.join(missing)} (params model.patch_size/model.tokens, seed, spectral.enabled)"
+    return None
+
+
+def provenance_key(provenance: object, metric: str) -> str:
+    """Canonical JSON of the provenance entry of one metric ("eval/fd_pixel" -> entry "fd_pixel"); "" if none."""
+    if not isinstance(provenance, str) or not provenance:
+        return ""
+    try:
+        entries = json.loads(provenance)
+    except json.JSONDecodeError:
+        return "unreadable provenance tag"
+    entry = entries.get(metric.split("/", 1)[-1]) if isinstance(entries, dict) else None
+    return json.dumps(entry, sort_keys=True) if entry is not None else ""
+
+
+def _describe_difference(reference: str, other: str) -> str:
+    ref = json.loads(reference) if reference.startswith("{") else {}
+    oth = json.loads(other) if other.startswith("{") else {}
+    if not ref or not oth:
+        return f"provenance {other or 'not recorded'} differs from the majority's {reference or 'not recorded'}"
+    diffs = [f"{k}={oth.get(k)!r} (majority {ref.get(k)!r})" for k in sorted(set(ref) | set(oth))
+             if ref.get(k) != oth.get(k)]
+    return "incomparable evaluation: " + ", ".join(diffs)
+
+
+def context_columns(runs: pd.DataFrame) -> list[str]:
+    """Params besides arm, seed and tokenisation that vary across the runs: they split comparisons into contexts."""
+    cols = [c for c in runs.columns if c.startswith("params.") and not c.startswith(_NOT_CONTEXT_PREFIXES)]
+    return sorted(c for c in cols if runs[c].astype("string").fillna("<unset>").nunique() > 1)
+
+
+def usable_runs(runs: pd.DataFrame, metric: str) -> Selection:
+    """Split the runs table into runs usable for `metric` and runs kept apart, with reasons."""
+    if not isinstance(metric, str) or "/" not in metric:
+        raise ValueError(f"metric must be a slash-namespaced name like 'eval/fd_pixel', got {metric!r}")
+    excluded: list[dict] = []
+
+    def drop(frame: pd.DataFrame, reason) -> None:
+        for _, row in frame.iterrows():
+            excluded.append({"run_id": row["run_id"], "run_name": row["run_name"], "experiment": row["experiment"],
+                             "metric": metric, "reason": reason(row) if callable(reason) else reason})
+
+    problems = runs.apply(status_problem, axis=1) if len(runs) else pd.Series(dtype=object)
+    bad = problems.notna()
+    drop(runs[bad], lambda r: problems[r.name])
+    ok = runs[~bad]
+    col = f"metrics.{metric}"
+    has = ok[col].notna() if col in ok else pd.Series(False, index=ok.index)
+    drop(ok[~has], f"did not report {metric}")
+    ok = ok[has]
+    if len(ok):
+        keys = ok["provenance"].map(lambda p: provenance_key(p, metric))
+        counts = keys.value_counts()
+        # the majority wins; ties go to the lexically first key so the choice does not depend on run order
+        reference = sorted(counts[counts == counts.max()].index)[0]
+        differs = keys != reference
+        drop(ok[differs], lambda r: _describe_difference(reference, keys[r.name]))
+        ok = ok[~differs]
+    ok, dupes = _latest_per_config(ok)
+    drop(dupes, "superseded by a later run of the same configuration and seed")
+    return Selection(ok.reset_index(drop=True), pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS))
+
+
+def _latest_per_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if runs.empty:
+        return runs, runs
+    params = [c for c in runs.columns if c.startswith("params.") and not c.startswith(MEASURED_PREFIXES)]
+    values = runs[params].astype("string").fillna("<unset>")
+    spectral = [c for c in params if c.startswith("params.spectral.") and c != "params.spectral.enabled"]
+    values.loc[runs["sf"] == False, spectral] = "<off>"  # noqa: E712 (a baseline's SF settings are inert)
+    key = values.agg("|".join, axis=1)
+    latest = runs.assign(_key=key).sort_values("start_time").groupby("_key").tail(1).index
+    return runs.loc[runs.index.isin(latest)], runs.loc[~runs.index.isin(latest)]

@@ -1,0 +1,85 @@
+"""build_report end to end on a real MLflow store: files, contracts, MLflow logging and the CLI entry point."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.report import add_arguments, build_report, main
+from analysis.synthetic import log_synthetic_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high", "n_pairs"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{base}/mlflow.db"
+    sweep = log_synthetic_sweep(uri, "demo", seeds=(0, 1, 2), effects={8: -6.0, 4: 0.0}, search_trials=6,
+                                sample_images=True, statuses={"p4-sf-s2": "failed"})
+    result = build_report(["demo"], uri, base / "out", n_resamples=2_000)
+    return uri, sweep, result
+
+
+def test_report_files_and_comparison_contract(demo):
+    _, _, result = demo
+    out = result.out_dir
+    for name in ("report.html", "report.md", "runs.parquet", "history.parquet", "comparisons.csv",
+                 "interactions.csv", "excluded.csv", "metric_vs_patch.png", "gain_vs_tokens.png",
+                 "training_curves.png", "samples.png", "cutoff_schedules.png", "metric_vs_alpha.png",
+                 "importance.png", "gain_per_t_bucket.png"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(result.comparisons_path)
+    assert list(table.columns[:9]) == CONTRACT
+    assert not table.duplicated(["metric", "patch_size"]).any()  # one SF configuration: one row per pair
+    assert result.metrics[0] == "eval/fd_pixel" and result.verdict.startswith("SF lowers fd_pixel by")
+    html = result.html_path.read_text()
+    assert result.verdict.split(" (")[0] in html and html.count("data:image/png;base64,") == len(result.figures)
+    assert "<script" not in html and "src=\"http" not in html  # self-contained, nothing to fetch
+    md = result.md_path.read_text()
+    assert all(f"]({p.name})" in md for p in result.figures.values())
+    assert set(pd.read_csv(out / "excluded.csv")["run_name"]) == {"p4-sf-s2"}
+
+
+def test_report_is_logged_on_the_sweep_run(demo):
+    uri, sweep, result = demo
+    assert result.logged_run_id == sweep.sweep_run_id
+    logged = {f.path for f in MlflowClient(uri).list_artifacts(sweep.sweep_run_id, "report")}
+    assert {"report/report.html", "report/runs.parquet", "report/comparisons.csv"} <= logged
+
+
+def test_cli_main_prints_the_verdict_and_path(demo, tmp_path, capsys):
+    uri, _, result = demo
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--experiment", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--no-log",
+         "--metric", "eval/denoise_loss"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SF lowers denoise_loss by") and f"report: {tmp_path / 'cli' / 'report.html'}" in out
+
+
+def test_cli_errors_name_the_bad_value(demo, tmp_path, capsys):
+    uri, _, _ = demo
+    parser = add_arguments(argparse.ArgumentParser())
+    assert main(parser.parse_args(["--experiment", "nope", "--tracking-uri", uri, "--out", str(tmp_path)])) == 2
+    assert "experiment 'nope' not found" in capsys.readouterr().err
+    assert main(parser.parse_args(["--experiment", "demo", "--tracking-uri", uri, "--out", str(tmp_path),
+                                   "--metric", "eval/fid"])) == 2
+    assert "metrics ['eval/fid'] were not logged by any run" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sweep_run_id 'feed' is not a run"):
+        build_report(["demo"], uri, tmp_path, sweep_run_id="feed")
+
+
+def test_module_entry_point_runs_without_torch(demo, tmp_path):
+    uri, _, _ = demo
+    code = ("import runpy, sys; sys.argv = ['analysis.report', '--experiment', 'demo', '--tracking-uri', "
+            f"{uri!r}, '--out', {str(tmp_path / 'm')!r}, '--no-log']; "
+            "import analysis.report; assert 'torch' not in sys.modules, 'analysis.report imported torch'; "
+            "runpy.run_module('analysis.report', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SF lowers fd_pixel" in proc.stdout and (tmp_path / "m" / "report.html").is_file()
