@@ -78,20 +78,33 @@ def _key(trial) -> str:
     return plan["trial_id"] if plan else trial.trial_id
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _init_ray(address: str | None, num_cpus: int | None) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"log_to_driver": True}
     project_root = str(pathlib.Path(__file__).resolve().parents[1])
-    env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}}
+    env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}
     if address:
-        ray.init(address=address, runtime_env=env, **kwargs)
-    else:
-        # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (DESIGN.md §4)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 runtime_env=env, **kwargs)
+        ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
+        return
+    # Ray Train V2 cleans up placement groups through the State API, which locates "the" local cluster by
+    # scanning processes and refuses when another Ray instance runs on the machine. Pin it to ours: we choose
+    # the dashboard port, and every process of this job is told where the API server is.
+    port = _free_port()
+    env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
+    # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (DESIGN.md §4)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=port, runtime_env={"env_vars": env_vars}, log_to_driver=True)
 
 
 def resolve_resources(spec: SweepSpec) -> dict[str, Any]:
