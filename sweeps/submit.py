@@ -36,8 +36,9 @@ def _is_local(address: str) -> bool:
 def check_reachable(address: str) -> None:
     if not address.startswith(("http://", "https://")):
         raise SpecError(f"--address {address!r}: expected the Ray dashboard URL, e.g. http://HEAD:8265")
+    request = urllib.request.Request(address.rstrip("/") + "/api/version", headers=_auth_headers())
     try:
-        with urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10) as resp:
             resp.read()
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
@@ -47,6 +48,15 @@ def check_reachable(address: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         raise SpecError(f"--address {address}: Ray dashboard not reachable ({err}); is the head running and the "
                         "dashboard port open?") from None
+
+
+def _auth_headers() -> dict[str, str]:
+    """The Authorization header Ray's own clients send (token from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)."""
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+    except ImportError:  # an older Ray without token auth
+        return {}
+    return get_auth_headers_if_auth_enabled({})
 
 
 def check_tracking_uri(tracking_uri: str | None, address: str) -> str:
@@ -73,7 +83,8 @@ def _client(address: str):
         if "401" in text or "403" in text or "auth" in text.lower():
             raise SpecError(f"--address {address}: authentication failed ({text.splitlines()[0]}); export "
                             "RAY_AUTH_TOKEN=<token> (`ray get-auth-token` on the head prints it)") from None
-        raise SpecError(f"--address {address}: cannot connect to the Ray Jobs API ({text.splitlines()[0]})") from None
+        raise SpecError(f"--address {address}: cannot connect to the Ray Jobs API ({text.splitlines()[0]}); if the "
+                        "cluster uses token auth, export RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from None
 
 
 def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
