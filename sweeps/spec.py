@@ -257,8 +257,11 @@ def reported_metrics(cfg: TrainConfig) -> set[str]:
             names.update({"eval/fid", "eval/fid_floor", "eval/is"})
         elif m == "spectrum":
             names.update({"eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high"})
+        elif m == "is":
+            names.add("eval/is")
         elif m == "classifier":
-            names.update({f"eval/fd_{cfg.data.name}cnn", f"eval/fd_{cfg.data.name}cnn_floor"})
+            names.update({"eval/fd_digitcnn", "eval/fd_digitcnn_floor", "eval/cls_accuracy_digitcnn",
+                          "eval/cls_score_digitcnn"})
     return names
 
 

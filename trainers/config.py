@@ -116,7 +116,7 @@ class EvalConfig(_Frozen):
     every_images: int = Field(default=0, ge=0)  # 0: only at the end
     num_samples: int = Field(default=500, gt=1)
     batch_size: int = Field(default=250, gt=0)
-    # fd_pixel, fid (gives is too), classifier (mnist/digits), spectrum (spec_err_low|mid|high)
+    # fd_pixel, fid (gives is too), is, classifier (mnist/digits), spectrum (spec_err_low|mid|high)
     metrics: tuple[str, ...] = ("fd_pixel", "spectrum")
     denoise_loss: bool = True  # held-out v-loss on a fixed batch, fixed noise, fixed t grid
     denoise_batch: int = Field(default=256, gt=0)
@@ -128,7 +128,7 @@ class EvalConfig(_Frozen):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = ("fd_pixel", "fid", "classifier", "spectrum")
+        known = ("fd_pixel", "fid", "is", "classifier", "spectrum")
         for m in v:
             if m not in known:
                 raise ValueError(f"unknown metric {m!r}; known: {', '.join(known)}")
