@@ -43,6 +43,9 @@ class DataConfig(_Frozen):
     name: str = "grf"
     image_size: int = Field(default=32, gt=0)
     root: str | None = None  # folder for imagefolder/imagenet/cifar10
+    # which grf fields / flip draws make up the dataset; independent of the run seed, so every seed of a sweep
+    # trains on the same data and is evaluated against the same reference statistics
+    seed: int = Field(default=0, ge=0)
     # dataset-specific options passed to trainers.data.build_dataset (e.g. alpha_data for grf)
     options: dict[str, Any] = Field(default_factory=dict)
     num_workers: int = Field(default=0, ge=0)

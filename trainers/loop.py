@@ -94,7 +94,7 @@ def build_dataset_for(cfg: TrainConfig, split: str = "train"):
     from trainers.data import build_dataset
 
     return build_dataset(cfg.data.name, image_size=cfg.data.image_size, split=split, root=cfg.data.root,
-                         seed=cfg.seed, **cfg.data.options)
+                         seed=cfg.data.seed, **cfg.data.options)
 
 
 def build_spectral(cfg: TrainConfig, dataset=None) -> tuple[torch.nn.Module | None, dict[str, float]]:
@@ -406,8 +406,8 @@ class Trainer:
 
         cfg = self.cfg
         if not hasattr(self, "_fixed"):
-            x, y = fixed_eval_batch(build_dataset_for(cfg, "test"), cfg.eval.denoise_batch, seed=cfg.seed)
-            g = torch.Generator().manual_seed(10_007 + cfg.seed)
+            x, y = fixed_eval_batch(build_dataset_for(cfg, "test"), cfg.eval.denoise_batch, seed=cfg.data.seed)
+            g = torch.Generator().manual_seed(10_007 + cfg.data.seed)  # same batch and noise for every run
             eps = torch.randn(x.shape, generator=g) * cfg.flow.noise_scale
             n = cfg.eval.denoise_t_points
             t_grid = (torch.arange(n, dtype=torch.float32) + 0.5) / n  # bucket midpoints, never exactly 0 or 1
