@@ -43,8 +43,8 @@ def check_reachable(address: str) -> None:
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
             raise SpecError(f"--address {address}: the cluster requires an auth token (HTTP {err.code}); export "
-                            "RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH) — `ray get-auth-token` on the head "
-                            "prints it") from None
+                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH) — `ray get-auth-token` "
+                            "on the head prints it") from None
     except (urllib.error.URLError, OSError) as err:
         raise SpecError(f"--address {address}: Ray dashboard not reachable ({err}); is the head running and the "
                         "dashboard port open?") from None
@@ -82,9 +82,9 @@ def _client(address: str):
         text = str(err)
         if "401" in text or "403" in text or "auth" in text.lower():
             raise SpecError(f"--address {address}: authentication failed ({text.splitlines()[0]}); export "
-                            "RAY_AUTH_TOKEN=<token> (`ray get-auth-token` on the head prints it)") from None
+                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> (`ray get-auth-token` on the head prints it)") from None
         raise SpecError(f"--address {address}: cannot connect to the Ray Jobs API ({text.splitlines()[0]}); if the "
-                        "cluster uses token auth, export RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from None
+                        "cluster uses token auth, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from None
 
 
 def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
