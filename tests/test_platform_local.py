@@ -323,39 +323,4 @@ def test_two_node_cluster_runs_a_submitted_job(auth):
         kill_leftovers(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("auth", ["token", "disabled"])
-def test_specforce_submit_smoke_to_two_node_cluster(auth):
-    """The issue's acceptance run: `specforce submit smoke.yaml --wait` on a two-node local cluster."""
-    specforce, smoke = VENV / "bin" / "specforce", ROOT / "sweeps" / "configs" / "smoke.yaml"
-    if not specforce.exists() or not smoke.exists():
-        pytest.skip("the specforce CLI or sweeps/configs/smoke.yaml is not there yet")
-    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="sf-", dir="/tmp"))
-    ports = stack_ports()
-    env = script_env(ports, RAY_AUTH_MODE=auth, SPECFORCE_HEAD_CPUS="1", SPECFORCE_WORKER_CPUS="1")
-    try:
-        res = run("start.sh", run_dir, env, "--with-worker")
-        assert res.returncode == 0, res.stdout + res.stderr
-        mlflow_url = f"http://127.0.0.1:{ports['MLFLOW_PORT']}"
-        client_env = dict(env)
-        if auth == "token":
-            client_env["RAY_AUTH_TOKEN_PATH"] = str(run_dir / "ray_auth_token")
-        sub = subprocess.run(
-            [str(specforce), "submit", str(smoke), "--address", f"http://127.0.0.1:{ports['DASHBOARD_PORT']}",
-             "--tracking-uri", mlflow_url, "--storage", str(run_dir / "ray_results"), "--wait"],
-            cwd=ROOT, env=client_env, capture_output=True, text=True, timeout=1800,
-        )
-        assert sub.returncode == 0, sub.stdout[-4000:] + sub.stderr[-4000:]
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=mlflow_url)
-        exp = client.get_experiment_by_name("smoke")
-        runs = client.search_runs([exp.experiment_id])
-        roles = sorted(r.data.tags.get("specforce.role", "") for r in runs)
-        assert roles.count("sweep") == 1 and roles.count("trial") == 2, roles
-        assert all(r.info.status == "FINISHED" for r in runs)
-    finally:
-        run("stop.sh", run_dir, env, timeout=240)
-        kill_leftovers(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
+# `specforce submit smoke.yaml` on the two-node stack lives in tests/test_submit_cluster.py
