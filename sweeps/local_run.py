@@ -40,8 +40,9 @@ class MlflowHooks(Hooks):
 
         have = self.client.get_run(self.run_id).data.params
         params = {**run.cfg.flat(), **run.extra_params}
-        new = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()
-               if k not in have]
+        from sweeps.tracking import param_value
+
+        new = [Param(k, param_value(v, k)) for k, v in params.items() if k not in have]
         if new:
             self.client.log_batch(self.run_id, params=new)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import time
 from typing import Any
 
@@ -82,11 +83,29 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, s
                 client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={ROLE: "sweep", SWEEP_KEY: sweep_key})
-    client.log_text(run.info.run_id, json.dumps(spec_dict, indent=2, default=str), "spec/spec.json")
+    client.log_text(run.info.run_id, json.dumps(redact("spec", spec_dict), indent=2, default=str), "spec/spec.json")
     return run.info.run_id
 
 
-def _param_value(value: Any) -> str:
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential", "access_key")
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]+):(?P<pw>[^/@\s]+)@", re.I)
+
+
+def redact(key: str, value: Any) -> Any:
+    """Params and logged specs never carry secrets: secret-named keys are masked, URI passwords removed."""
+    if any(word in key.lower() for word in SECRET_WORDS):
+        return "***"
+    if isinstance(value, dict):
+        return {k: redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(key, v) for v in value]
+    if isinstance(value, str):
+        return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+    return value
+
+
+def param_value(value: Any, key: str = "") -> str:
+    value = redact(key, value)
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text[:6000]
 
@@ -151,7 +170,7 @@ class MlflowTrialLogger(Callback):
             run_id = self.client.create_run(self.experiment_id, run_name=key, tags=tags).info.run_id
             cfg = resolve_trial_config(self.base, self._overrides(trial))
             params = cfg.flat()
-            self.client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in sorted(params.items())])
+            self.client.log_batch(run_id, params=[Param(k, param_value(v, k)) for k, v in sorted(params.items())])
             self.last_step[run_id] = {}
         self.runs[key] = run_id
         self.total_images[run_id] = resolve_trial_config(self.base, self._overrides(trial)).optim.total_images
@@ -189,7 +208,7 @@ class MlflowTrialLogger(Callback):
         if run_id not in self.extras_logged and result.get(PARAMS_KEY):
             extras = json.loads(result[PARAMS_KEY])
             existing = self.client.get_run(run_id).data.params
-            params = [Param(k, _param_value(v)) for k, v in extras.items() if k not in existing]
+            params = [Param(k, param_value(v, k)) for k, v in extras.items() if k not in existing]
             if params:
                 self.client.log_batch(run_id, params=params)
             self.extras_logged.add(run_id)
