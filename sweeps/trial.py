@@ -46,7 +46,7 @@ class RayReportHooks(Hooks):
         self.run = run
 
     def on_metrics(self, images: int, metrics: dict[str, float]) -> None:
-        super().on_metrics(images, metrics)
+        # no print here: the driver prints progress once per evaluation (workers' stdout is forwarded and noisy)
         self.history.append({IMAGES_KEY: images, **metrics})
         self.latest.update(metrics)
 
@@ -91,6 +91,7 @@ def resolve_trial_config(base: dict[str, Any], overrides: dict[str, Any]) -> Tra
 def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: dict[str, Any], storage: str,
                     sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = ()) -> None:
     """The Tune function trainable. `config` holds either a grid plan or the searcher's suggestion."""
+    import ray
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
@@ -118,6 +119,8 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
+            # Train's INFO lines repeat every report's full metrics; the driver prints a one-line summary instead
+            logging_config=ray.LoggingConfig(log_level="WARNING"),
         ),
     )
     trainer.fit()
