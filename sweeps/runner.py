@@ -93,8 +93,11 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         return
     project_root = str(pathlib.Path(__file__).resolve().parents[1])
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}
-    # inside a Ray Job (`specforce submit`) the job supervisor sets RAY_ADDRESS: join that cluster
-    address = address or os.environ.get("RAY_ADDRESS")
+    if not address and os.environ.get("RAY_ADDRESS"):
+        # inside a Ray Job (`specforce submit`): join its cluster with the job's own runtime env (working_dir,
+        # env vars); a second runtime_env here would conflict with it and Ray refuses the merge
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
     if address:
         ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
         return
