@@ -25,6 +25,9 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Results carry eval metrics only from the first evaluation on; the spec validator has already checked that the
 # search metric is one the trials report, so Tune's per-result strict check adds nothing but a crash.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Save Tune's experiment state at most a second after a change (default: every >= 10 s), so a driver crash right
+# after a trial finished rarely makes `--resume` re-enter it (it would resume at its final checkpoint, not retrain)
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 @dataclass
