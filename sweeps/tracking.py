@@ -62,7 +62,8 @@ def prepare_store(tracking_uri: str) -> MlflowClient:
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name)
+        # MLflow 3's UI opens unknown experiments on its GenAI traces overview; this tag opens the runs table
+        return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
