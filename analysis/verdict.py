@@ -59,6 +59,11 @@ def _clauses(rows: pd.DataFrame, metric: str) -> str:
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
 
 
+def _favoured(side: str, gain: float) -> str:
+    # "helps more" only when SF actually improves the metric there; when it worsens it everywhere, it "hurts less"
+    return f"SF helps more with {side} tokenization" if gain > 0 else f"SF hurts less with {side} tokenization"
+
+
 def _interaction_sentence(inter: pd.Series, metric: str) -> str:
     # gain = improvement: lower is better for every metric except eval/is
     flip = 1.0 if higher_is_better(metric) else -1.0
@@ -71,10 +76,12 @@ def _interaction_sentence(inter: pd.Series, metric: str) -> str:
                 f"({inter['note']}).")
     if lo > 0:
         e, l, h = fmt(est, lo, hi)
-        return f"SF helps more with coarse tokenization: its gain is {e} [{l}, {h}] larger at {coarse} than at {fine}."
+        lead = _favoured("coarse", flip * inter["delta_coarse"])
+        return f"{lead}: its gain is {e} [{l}, {h}] larger at {coarse} than at {fine}."
     if hi < 0:
         e, l, h = fmt(-est, -hi, -lo)
-        return f"SF helps more with fine tokenization: its gain is {e} [{l}, {h}] larger at {fine} than at {coarse}."
+        lead = _favoured("fine", flip * inter["delta_fine"])
+        return f"{lead}: its gain is {e} [{l}, {h}] larger at {fine} than at {coarse}."
     e, l, h = fmt(est, lo, hi)
     return (f"The gain at {coarse} minus the gain at {fine} is {e} [{l}, {h}], an interval that includes 0: "
             f"no evidence that the effect depends on tokenization with these seeds.")
