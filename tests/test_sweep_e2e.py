@@ -165,3 +165,31 @@ def test_driver_killed_mid_sweep_then_resume_runs_each_trial_once(tmp_path):
         # finished trials are not trained again: no intermediate evaluation of theirs appears after the resume
         # (Tune may re-enter one whose completion it had not yet saved; it then resumes at its final checkpoint)
         assert f"{trial_id} @ 1,600 images" not in out
+
+
+@pytest.mark.slow
+def test_optuna_search_with_asha_and_baselines(tmp_path):
+    spec = write_spec(tmp_path / "search.yaml", name="search", grid={},
+                      base__optim={"batch_size": 32, "lr": 1e-3, "total_images": 1600, "ema_decays": [0.99]},
+                      base__eval={"every_images": 800, "num_samples": 32, "batch_size": 32, "metrics": ["fd_pixel"],
+                                  "denoise_batch": 32, "denoise_t_points": 10, "grid_size": 2},
+                      search={"metric": "eval/denoise_loss", "mode": "min", "num_samples": 3, "sampler": "tpe",
+                              "n_startup_trials": 2, "max_concurrent": 2,
+                              "space": {"spectral.alpha": {"type": "float", "low": 0.5, "high": 4.0, "log": True},
+                                        "spectral.schedule": {"type": "categorical",
+                                                              "choices": ["linear", "contour", "snr"]}},
+                              "scheduler": {"type": "asha", "grace_images": 800, "reduction_factor": 2},
+                              "baselines": True})
+    out = run_cli(["sweep", str(spec)], tmp_path)
+    assert "4 trials (0 failed)" in out and "best:" in out
+    runs = trial_runs(client_for(tmp_path), "search")
+    assert len(runs) == 4
+    searched = [r for r in runs if r.data.tags.get("specforce.search") == "optuna"]
+    baselines = [r for r in runs if r.data.params["spectral.enabled"] == "False"]
+    assert len(searched) == 3 and len(baselines) == 1
+    for run in searched:
+        assert run.data.params["spectral.enabled"] == "True"
+        assert 0.5 <= float(run.data.params["spectral.alpha"]) <= 4.0
+        assert run.data.params["spectral.schedule"] in ("linear", "contour", "snr")
+        assert run.data.tags["specforce.status"] in ("completed", "stopped_early")
+        assert run.info.status == "FINISHED"
