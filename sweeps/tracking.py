@@ -88,13 +88,15 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, s
     return run.info.run_id
 
 
-SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential", "access_key")
+SECRET_WORDS = ("password", "passwd", "secret", "api_key", "apikey", "credential", "access_key")
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]+):(?P<pw>[^/@\s]+)@", re.I)
 
 
 def redact(key: str, value: Any) -> Any:
     """Params and logged specs never carry secrets: secret-named keys are masked, URI passwords removed."""
-    if any(word in key.lower() for word in SECRET_WORDS):
+    leaf = key.rsplit(".", 1)[-1].lower()
+    # secret-named leaves only: `model.tokens` (a token count) is not a secret, `data.options.api_token` is
+    if any(word in leaf for word in SECRET_WORDS) or leaf == "token" or leaf.endswith(("_token", "-token")):
         return "***"
     if isinstance(value, dict):
         return {k: redact(str(k), v) for k, v in value.items()}

@@ -51,3 +51,4 @@ def test_secrets_never_reach_mlflow_params():
     uri = param_value("postgresql://mlflow:s3cr3t@db:5432/mlflow", "data.root")
     assert "s3cr3t" not in uri and uri == "postgresql://mlflow:***@db:5432/mlflow"
     assert redact("model.patch_size", 8) == 8  # ordinary values untouched
+    assert param_value(64, "model.tokens") == "64"  # a token count is not a secret
