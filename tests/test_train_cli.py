@@ -67,6 +67,12 @@ def test_train_writes_outputs_logs_mlflow_and_resumes_exactly_after_kill(config,
               if "train/loss" in l]
     assert len(losses) == 4 and all(map(lambda v: v == v, losses)) and losses[-1] < losses[0]
 
+    # `specforce eval` re-evaluates the saved EMA weights with the loop's own evaluation code
+    out = _run("eval", str(tmp_path / "ref" / "ema.pt"), "--num-samples", "32", "--metrics", "fd_pixel", cwd=tmp_path)
+    report = json.loads(out[out.index("{"):])
+    assert report["images_seen"] == 1280 and report["eval/fd_pixel"] > 0 and "eval/denoise_loss" in report
+    assert report["provenance"]["fd_pixel"]["num_samples"] == 32
+
     # 2) the same run killed hard after its first checkpoint, then the same command again
     proc = _cli("train", str(config), "--out", "killed", cwd=tmp_path)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
