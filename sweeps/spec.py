@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainers.config import ConfigError, TrainConfig, config_from_dict, flatten, set_dotted
+from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -209,11 +209,8 @@ def base_config(spec: SweepSpec) -> TrainConfig:
 
 
 def _resolve(spec: SweepSpec, overrides: dict[str, Any], where: str) -> TrainConfig:
-    tree = json.loads(json.dumps(spec.base))  # deep copy
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
     try:
-        return config_from_dict(tree)
+        return config_with_overrides(spec.base, overrides)
     except ConfigError as err:
         raise SpecError(f"{where} {overrides}: {err}") from None
 

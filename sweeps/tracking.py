@@ -28,7 +28,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from sweeps.trial import HISTORY_KEY, IMAGES_KEY, PARAMS_KEY, PROVENANCE_KEY, resolve_trial_config
+from sweeps.trial import HISTORY_KEY, IMAGES_KEY, PARAMS_KEY, PROVENANCE_KEY
+from trainers.config import config_with_overrides
 
 ROLE, TRIAL_ID, STATUS, SWEEP_KEY = "specforce.role", "specforce.trial_id", "specforce.status", "specforce.sweep_key"
 PARENT = "mlflow.parentRunId"
@@ -160,6 +161,7 @@ class MlflowTrialLogger(Callback):
         key = self.trial_key(trial)
         if key in self.runs:
             return self.runs[key]
+        cfg = config_with_overrides(self.base, self._overrides(trial))
         existing = find_run(self.client, self.experiment_id, **{TRIAL_ID: key, PARENT: self.parent_run_id})
         if existing is not None:  # resumed sweep: continue the same run, skip steps already logged
             run_id = existing.info.run_id
@@ -171,12 +173,11 @@ class MlflowTrialLogger(Callback):
             if self.search_tag:
                 tags["specforce.search"] = self.search_tag
             run_id = self.client.create_run(self.experiment_id, run_name=key, tags=tags).info.run_id
-            cfg = resolve_trial_config(self.base, self._overrides(trial))
-            params = cfg.flat()
-            self.client.log_batch(run_id, params=[Param(k, param_value(v, k)) for k, v in sorted(params.items())])
+            params = sorted(cfg.flat().items())
+            self.client.log_batch(run_id, params=[Param(k, param_value(v, k)) for k, v in params])
             self.last_step[run_id] = {}
         self.runs[key] = run_id
-        self.total_images[run_id] = resolve_trial_config(self.base, self._overrides(trial)).optim.total_images
+        self.total_images[run_id] = cfg.optim.total_images
         self.logged_files.setdefault(run_id, set())
         return run_id
 

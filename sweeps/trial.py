@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from trainers.config import TrainConfig, config_from_dict, set_dotted
+from trainers.config import config_from_dict, config_with_overrides
 from trainers.loop import Hooks, Trainer, TrainingRun
 
 HISTORY_KEY = "specforce/history"
@@ -81,13 +81,6 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def resolve_trial_config(base: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
-    tree = json.loads(json.dumps(base))
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
-    return config_from_dict(tree)
-
-
 def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: dict[str, Any], storage: str,
                     sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = ()) -> None:
     """The Tune function trainable. `config` holds either a grid plan or the searcher's suggestion."""
@@ -103,7 +96,7 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
         trial_id = ray.tune.get_context().get_trial_id()
         overrides = {key: config[key] for key in search_keys}
         overrides["spectral.enabled"] = True
-    cfg = resolve_trial_config(base, overrides)
+    cfg = config_with_overrides(base, overrides)
     use_gpu = bool(resources["use_gpu"])
     per_worker = {"CPU": resources["cpus_per_worker"]}
     if use_gpu:

@@ -17,6 +17,7 @@ Errors name the dotted key path and the bad value, e.g.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import pathlib
 from typing import Any, Literal, Mapping
@@ -246,11 +247,16 @@ def load_yaml(path: str | pathlib.Path) -> dict[str, Any]:
     return tree
 
 
-def load_config(path: str | pathlib.Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    tree = load_yaml(path)
+def config_with_overrides(tree: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A validated config from a nested tree plus dotted-key overrides; `tree` itself is left untouched."""
+    tree = copy.deepcopy(dict(tree))
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)
     return config_from_dict(tree)
+
+
+def load_config(path: str | pathlib.Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    return config_with_overrides(load_yaml(path), overrides)
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -97,8 +97,18 @@ def build_dataset_for(cfg: TrainConfig, split: str = "train"):
                          seed=cfg.data.seed, **cfg.data.options)
 
 
-def build_spectral(cfg: TrainConfig, dataset=None) -> tuple[torch.nn.Module | None, dict[str, float]]:
-    """The SF operator for this config (None when disabled), plus fitted spectrum params to log."""
+SPECTRUM_SAMPLE = 512  # training images a power-law fit of the data spectrum looks at
+
+
+def spectrum_sample(dataset, n: int = SPECTRUM_SAMPLE) -> torch.Tensor:
+    """The first n training images, stacked once for every power-law fit of a run."""
+    return torch.stack([dataset[i][0] for i in range(min(len(dataset), n))])
+
+
+def build_spectral(cfg: TrainConfig, images: torch.Tensor | None = None) -> tuple[torch.nn.Module | None, dict[str, float]]:
+    """The SF operator for this config (None when disabled), plus fitted spectrum params to log.
+
+    `images` (see `spectrum_sample`) are needed only by the snr schedule without an explicit r0."""
     s = cfg.spectral
     fitted: dict[str, float] = {}
     if not s.enabled or s.schedule == "none":
@@ -107,9 +117,8 @@ def build_spectral(cfg: TrainConfig, dataset=None) -> tuple[torch.nn.Module | No
 
     alpha, r0 = s.alpha, s.r0
     if s.schedule == "snr" and (r0 is None or s.fit_from_data):
-        if dataset is None:
-            raise ValueError("spectral.schedule=snr without spectral.r0 needs the dataset to fit the power law")
-        images = torch.stack([dataset[i][0] for i in range(min(len(dataset), 512))])
+        if images is None:
+            raise ValueError("spectral.schedule=snr without spectral.r0 needs data images to fit the power law")
         fit_alpha, fit_r0 = fit_power_law(images, noise_var=cfg.flow.noise_scale**2)
         fitted = {"spectral.fitted_alpha": float(fit_alpha), "spectral.fitted_r0": float(fit_r0)}
         r0 = float(fit_r0) if r0 is None or s.fit_from_data else r0
@@ -126,11 +135,10 @@ def build_model(cfg: TrainConfig, channels: int, num_classes: int, spectral: tor
                      in_channels=channels, num_classes=num_classes, spectral=spectral)
 
 
-def data_spectrum(dataset, n: int = 512) -> dict[str, float]:
+def data_spectrum(images: torch.Tensor) -> dict[str, float]:
     """Power-law fit of the data's radial DCT spectrum: logged with every run so reports can draw the SNR front."""
     from trainers.spectral import fit_power_law
 
-    images = torch.stack([dataset[i][0] for i in range(min(len(dataset), n))])
     try:
         alpha, r0 = fit_power_law(images)
     except ValueError as err:  # e.g. 8x8 digits peak at the stroke width: no power law to log
@@ -184,7 +192,8 @@ class Trainer:
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         dataset = build_dataset_for(cfg, "train")
-        spectral, fitted = build_spectral(cfg, dataset)
+        sample = spectrum_sample(dataset)
+        spectral, fitted = build_spectral(cfg, sample)
         num_classes = dataset.num_classes
         torch.manual_seed(cfg.seed)  # the same initial weights with and without SF
         model = build_model(cfg, dataset.channels, num_classes, spectral).to(device)
@@ -196,7 +205,7 @@ class Trainer:
                                   num_classes=num_classes)
         run = TrainingRun(cfg, self.out_dir, model, ema, optimizer, dataset, device)
         run.extra_params.update(fitted)
-        run.extra_params.update(data_spectrum(dataset))
+        run.extra_params.update(data_spectrum(sample))
         run.extra_params["model.tokens"] = getattr(model, "num_tokens", None)
         run.extra_params["model.parameters"] = sum(p.numel() for p in model.parameters())
         if self.resume_from.is_file():
@@ -207,6 +216,8 @@ class Trainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(dump_yaml(cfg))
+        # the held-out split, built once: the evaluator's reference and the fixed denoising batch both come from it
+        self.eval_set = build_dataset_for(cfg, "test") if (cfg.eval.metrics or cfg.eval.denoise_loss) else None
         self.evaluator = self._build_evaluator(run)
         return run
 
@@ -216,8 +227,7 @@ class Trainer:
             return None
         from trainers.evaluation import Evaluator
 
-        eval_set = build_dataset_for(self.cfg, "test")
-        ev = Evaluator(metrics=metrics, dataset=eval_set, num_samples=self.cfg.eval.num_samples,
+        ev = Evaluator(metrics=metrics, dataset=self.eval_set, num_samples=self.cfg.eval.num_samples,
                        batch_size=self.cfg.eval.batch_size, device=run.device, cache_dir=self.cache_dir,
                        inception_weights=self.cfg.eval.inception_weights, rank=self.rank, world_size=self.world,
                        seed=self.cfg.seed)
@@ -406,7 +416,7 @@ class Trainer:
 
         cfg = self.cfg
         if not hasattr(self, "_fixed"):
-            x, y = fixed_eval_batch(build_dataset_for(cfg, "test"), cfg.eval.denoise_batch, seed=cfg.data.seed)
+            x, y = fixed_eval_batch(self.eval_set, cfg.eval.denoise_batch, seed=cfg.data.seed)
             g = torch.Generator().manual_seed(10_007 + cfg.data.seed)  # same batch and noise for every run
             eps = torch.randn(x.shape, generator=g) * cfg.flow.noise_scale
             n = cfg.eval.denoise_t_points
