@@ -299,7 +299,11 @@ def test_flips_only_in_train(folder):
 def test_imagefolder_unreadable_image_is_named(folder):
     root, _ = folder
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG truncated")
-    ds = build_dataset("imagefolder", image_size=8, root=root)
+    # indexing verifies every file: refused before any training, naming the file
+    with pytest.raises(ValueError, match=r"imagefolder: 1 unreadable image\(s\) under .*broken\.png"):
+        build_dataset("imagefolder", image_size=8, root=root)
+    # with verify off the same file is named when the loader reaches it
+    ds = build_dataset("imagefolder", image_size=8, root=root, verify=False)
     broken = [p for p, _ in ds._samples].index(str(root / "dog" / "broken.png"))
     with pytest.raises(ValueError, match=r"cannot read image .*broken\.png"):
         ds[broken]

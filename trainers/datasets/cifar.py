@@ -47,6 +47,12 @@ class Cifar10(ImageDataset):
     OPTIONS = {"download": False, "hflip": None}
     uses_root = True
 
+    @classmethod
+    def _check_option_values(cls, options: dict) -> None:
+        for key in ("download", "hflip"):
+            if options.get(key) is not None:
+                check_bool(key, options[key])
+
     def __init__(self, *, image_size: int, split: str, seed: int, root: str, download: bool = False,
                  hflip: bool | None = None):
         download = check_bool("download", download)

@@ -11,7 +11,14 @@ split folders: both splits read the same images and differ only in augmentation 
 
 Every image goes through the ADM/DiT/JiT centre crop (`adm_center_crop`) and is read lazily on access. Option
 `hflip`: random horizontal flips, default True for train and False for test; the coin is a function of
-(seed, index, epoch) (see datasets.base). Unreadable images raise ValueError naming the file at access time.
+(seed, index, epoch) (see datasets.base).
+
+Corrupt images are refused when the folder is indexed, not mid-training: with option `verify` (default True) every
+file is opened and `PIL.Image.verify()`-ed once (the header for every format, plus the chunk CRCs of PNGs; no pixel
+decode, so it costs a file open per image, and a process re-indexing the same unchanged files skips them), and the
+dataset refuses to build with a ValueError listing the unreadable files. A JPEG truncated after an intact header
+passes this check (verifying it would need a full decode); it, or any file that breaks after indexing, raises
+ValueError naming the file when the loader reaches it. `verify: false` skips the check for very large folders.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from trainers.datasets.base import ImageDataset, check_bool, flip_draw
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_CLASSES = 1000
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of files that passed verify() in this process
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -71,6 +80,26 @@ def scan_folder(root: str, dataset: str) -> tuple[list[str], list[tuple[str, int
     return classes, samples
 
 
+def verify_images(paths: list[str], dataset: str, root: str) -> None:
+    """Open and verify() every file (see the module docstring); ValueError listing the unreadable ones."""
+    bad = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            key = (path, st.st_size, st.st_mtime_ns)
+            if key in _VERIFIED:
+                continue
+            with Image.open(path) as image:
+                image.verify()
+            _VERIFIED.add(key)
+        except _READ_ERRORS as e:
+            bad.append(f"{path!r} ({' '.join(str(e).split()) or type(e).__name__})")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(f"{dataset}: {len(bad)} unreadable image(s) under {root!r}: {shown}; remove or replace "
+                         "them (or pass option verify: false to find them only when read)")
+
+
 def load_rgb(path: str, size: int, dataset: str) -> torch.Tensor:
     """One file -> float32 [3, size, size] in [-1, 1], ADM centre-cropped."""
     try:
@@ -84,12 +113,22 @@ def load_rgb(path: str, size: int, dataset: str) -> torch.Tensor:
 
 class ImageFolderDataset(ImageDataset):
     name = "imagefolder"
-    OPTIONS = {"hflip": None}
+    OPTIONS = {"hflip": None, "verify": True}
     uses_root = True
 
-    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None):
+    @classmethod
+    def _check_option_values(cls, options: dict) -> None:
+        for key in ("hflip", "verify"):
+            if options.get(key) is not None:
+                check_bool(key, options[key])
+
+    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None,
+                 verify: bool = True):
         hflip = split == "train" if hflip is None else check_bool("hflip", hflip)
-        self.classes, self._samples = scan_folder(self._folder(root, split), self.name)
+        folder = self._folder(root, split)
+        self.classes, self._samples = scan_folder(folder, self.name)
+        if check_bool("verify", verify):
+            verify_images([p for p, _ in self._samples], self.name, folder)
         super().__init__(image_size=image_size, split=split, seed=seed, num_classes=len(self.classes), channels=3,
                          options={"hflip": hflip}, root=root)
         self._hflip = hflip
@@ -115,8 +154,9 @@ class ImageNetDataset(ImageFolderDataset):
     name = "imagenet"
     SPLIT_FOLDERS = {"train": "train", "test": "val"}
 
-    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None):
-        super().__init__(image_size=image_size, split=split, seed=seed, root=root, hflip=hflip)
+    def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None,
+                 verify: bool = True):
+        super().__init__(image_size=image_size, split=split, seed=seed, root=root, hflip=hflip, verify=verify)
         if self.num_classes != IMAGENET_CLASSES:
             warnings.warn(f"imagenet: found {self.num_classes} classes under "
                           f"{self._folder(root, split)!r}, expected {IMAGENET_CLASSES}", stacklevel=3)

@@ -48,6 +48,13 @@ class GaussianRandomField(ImageDataset):
     OPTIONS = {"alpha_data": 2.0, "num_samples": None, "channels": 1}
     DEFAULT_NUM_SAMPLES = {"train": 10_000, "test": 2_000}
 
+    @classmethod
+    def _check_option_values(cls, options: dict) -> None:
+        for key, check in (("alpha_data", check_positive_float), ("num_samples", check_positive_int),
+                           ("channels", check_positive_int)):
+            if options.get(key) is not None:
+                check(key, options[key])
+
     def __init__(self, *, image_size: int, split: str, seed: int, root: str | None = None,
                  alpha_data: float = 2.0, num_samples: int | None = None, channels: int = 1):
         alpha_data = check_positive_float("alpha_data", alpha_data)
