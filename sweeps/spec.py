@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten
+from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -175,18 +175,28 @@ def _format(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _read_yaml(path: pathlib.Path, what: str) -> Any:
+    """The file's YAML; syntax errors and Python tags are a SpecError naming the file, line and column."""
+    try:
+        return read_yaml(path, what)
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
+
+
 def load_spec(path: str | pathlib.Path) -> SweepSpec:
     path = pathlib.Path(path)
     if not path.is_file():
         raise SpecError(f"sweep spec {str(path)!r} does not exist")
-    tree = yaml.safe_load(path.read_text())  # safe_load: specs never construct Python objects
+    tree = _read_yaml(path, "sweep spec")  # safe_load: specs never construct Python objects
     if not isinstance(tree, dict):
         raise SpecError(f"{path}: a sweep spec is a mapping with at least 'name' and 'grid' or 'search'")
     if tree.get("base_config"):
         base_file = (path.parent / tree["base_config"]).resolve()
         if not base_file.is_file():
             raise SpecError(f"base_config: {tree['base_config']!r} not found (looked at {base_file})")
-        base = yaml.safe_load(base_file.read_text()) or {}
+        base = _read_yaml(base_file, "base_config") or {}
+        if not isinstance(base, dict):
+            raise SpecError(f"base_config: {base_file} must hold a mapping of config sections (got {type(base).__name__})")
         base.update(tree.get("base") or {})
         tree["base"] = base
     return spec_from_dict(tree)
