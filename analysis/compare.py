@@ -1,10 +1,12 @@
-"""SF gain per tokenisation from seed-paired runs, and the coarse-vs-fine interaction, with bootstrap intervals.
+"""SF gain per tokenisation from seed-paired runs, and the coarse-vs-fine interaction, with calibrated intervals.
 
 For each metric, patch size, SF configuration and context (the other params that vary, e.g. data.name), the SF
 arm (spectral.enabled=True, grid runs; Optuna-searched SF trials go to `analysis.search`) is paired with the
 baseline (spectral.enabled=False) of the same seed and context. `delta = sf - baseline` per pair; the table
-(`comparisons.csv`, DESIGN.md §3) has the mean delta, its bootstrap CI and the number of pairs. The interaction is
-`delta(coarse) - delta(fine)` for every two patch sizes, with its own CI.
+(`comparisons.csv`, DESIGN.md §3) has the mean delta, its CI (Student-t by default, `analysis.intervals`), the
+number of pairs, the method's p-value, the exact sign-flip p-value, Holm-adjusted p-values over the secondary
+metrics x patch sizes, the SD of the paired differences and the pairs a paired t-test would need for 80% power at
+5%. The interaction is `delta(coarse) - delta(fine)` for every two patch sizes (Welch by default).
 
     python -c "from analysis import load_runs; from analysis.compare import compare_arms; \\
         print(compare_arms(load_runs('demo', 'sqlite:///mlflow.db'), ['eval/fd_pixel']).comparisons)"
@@ -18,14 +20,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import Interval, difference_of_means_ci, paired_mean_ci
+from analysis.intervals import (PAIRED, Interval, difference_of_means_ci, interaction_method, paired_mean_ci,
+                                sign_flip_p_value)
+from analysis.power import pairs_for_power
 from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problem, usable_runs
 
 COMPARISON_COLUMNS = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high",
-                      "n_pairs", "sf_config", "context", "n_baseline", "n_sf", "note"]
+                      "n_pairs", "p_value", "p_signflip", "p_holm", "method", "sd_diff", "pairs_for_80pct_power",
+                      "power_effect", "sf_config", "context", "n_baseline", "n_sf", "note"]
 INTERACTION_COLUMNS = ["metric", "coarse_patch", "fine_patch", "coarse_tokens", "fine_tokens", "delta_coarse",
-                       "delta_fine", "difference", "ci_low", "ci_high", "n_pairs_coarse", "n_pairs_fine",
-                       "sf_config", "context", "note"]
+                       "delta_fine", "difference", "ci_low", "ci_high", "p_value", "method", "n_pairs_coarse",
+                       "n_pairs_fine", "sf_config", "context", "note"]
 PAIR_COLUMNS = ["metric", "context", "sf_config", "patch_size", "tokens", "seed", "baseline_run_id", "sf_run_id",
                 "baseline", "sf", "delta"]
 _ARM_EXCLUDE = ("params.spectral.enabled", "params.spectral.fitted_")
@@ -38,6 +43,10 @@ class Comparison:
     pairs: pd.DataFrame  # PAIR_COLUMNS, the seed pairs behind every delta
     excluded: pd.DataFrame  # EXCLUDED_COLUMNS, runs kept apart per metric, with the reason
     confidence: float
+    method: str = "t"  # paired interval method (analysis.intervals registry name)
+    interaction_method: str = "welch"  # two-sample method of the interactions
+    primary: str | None = None  # the declared primary metric; every other one is secondary (Holm-adjusted)
+    min_effect: float | None = None  # effect size the power column plans for (None: the observed |delta|)
 
 
 def _label(row: pd.Series, cols: list[str]) -> str:
@@ -63,15 +72,26 @@ def comparable_trials(runs: pd.DataFrame) -> pd.DataFrame:
     return ok[(ok["sf"] == False) | ok["search"].isna()]  # noqa: E712
 
 
-def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> Interval:
-    return paired_mean_ci(values, confidence=confidence, n_resamples=n_resamples, seed=seed)
+def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: float = 0.95, method: str = "t",
+                 n_resamples: int = 10_000, seed: int = 0, primary: str | None = None,
+                 min_effect: float | None = None, interaction: str | None = None) -> Comparison:
+    """Paired SF-minus-baseline deltas per patch size and their interactions, for each metric.
 
-
-def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: float = 0.95,
-                 n_resamples: int = 10_000, seed: int = 0) -> Comparison:
-    """Paired SF-minus-baseline deltas per patch size and their interactions, for each metric."""
+    method: paired interval method by name (analysis.intervals.PAIRED); interaction: two-sample method (default: the
+    same name when it has a two-sample form, else Welch). primary: the declared primary metric (default: the first
+    of `metrics`); every other metric is secondary and gets Holm-adjusted p-values. min_effect: the effect size the
+    power column plans for (default: the observed |delta| of each row).
+    """
     if isinstance(metrics, str) or not metrics:
         raise ValueError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    if method not in PAIRED:
+        raise ValueError(f"method must be one of {tuple(PAIRED)}, got {method!r}")
+    primary = metrics[0] if primary is None else primary
+    if primary not in metrics:
+        raise ValueError(f"primary metric {primary!r} is not among the compared metrics {list(metrics)}")
+    if min_effect is not None and not (np.isfinite(min_effect) and min_effect > 0):
+        raise ValueError(f"min_effect must be a positive number, got {min_effect!r}")
+    inter_method = interaction or interaction_method(method)
     reference = comparable_trials(runs)
     rows, inter_rows, pair_rows, excluded = [], [], [], []
     for metric in metrics:
@@ -86,13 +106,17 @@ def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: floa
                 sf = group[(group["sf"] == True) & (group["sf_config"] == config)]  # noqa: E712
                 paired = base.merge(sf, on="seed", suffixes=("_b", "_s"))
                 d = (paired[f"{value}_s"] - paired[f"{value}_b"]).to_numpy(dtype=np.float64)
-                ci = _ci(d, confidence, n_resamples, seed)
+                ci = paired_mean_ci(d, confidence=confidence, method=method, n_resamples=n_resamples, seed=seed)
                 tokens = group["tokens"].dropna()
                 rows.append({
                     "metric": metric, "patch_size": int(patch), "tokens": int(tokens.iloc[0]) if len(tokens) else None,
                     "baseline_mean": float(paired[f"{value}_b"].mean()) if len(paired) else _mean(base[value]),
                     "sf_mean": float(paired[f"{value}_s"].mean()) if len(paired) else _mean(sf[value]),
                     "delta": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "n_pairs": len(paired),
+                    "p_value": ci.p_value, "p_signflip": sign_flip_p_value(d) if len(d) else np.nan,
+                    "p_holm": np.nan, "method": method,
+                    # min_effect is in the primary metric's units: the other metrics plan for their observed effect
+                    **_power(d, ci, min_effect if metric == primary else None),
                     "sf_config": config, "context": context, "n_baseline": len(base), "n_sf": len(sf),
                     "note": ci.note if len(paired) else _unpaired_note(base, sf)})
                 for _, p in paired.iterrows():
@@ -102,13 +126,47 @@ def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: floa
                                       "baseline": p[f"{value}_b"], "sf": p[f"{value}_s"],
                                       "delta": p[f"{value}_s"] - p[f"{value}_b"]})
     comparisons = _sorted(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(metrics))
+    comparisons["p_holm"] = holm_column(comparisons, primary)
     pairs = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
     for _, rows_g in comparisons[comparisons["n_pairs"] > 0].groupby(["metric", "context", "sf_config"], sort=False):
         for (_, coarse), (_, fine) in combinations(rows_g.sort_values("patch_size", ascending=False).iterrows(), 2):
-            inter_rows.append(_interaction(coarse, fine, pairs, confidence, n_resamples, seed))
+            inter_rows.append(_interaction(coarse, fine, pairs, confidence, inter_method, n_resamples, seed))
     interactions = pd.DataFrame(inter_rows, columns=INTERACTION_COLUMNS)
     excluded_all = pd.concat(excluded, ignore_index=True) if excluded else pd.DataFrame(columns=EXCLUDED_COLUMNS)
-    return Comparison(comparisons, interactions, pairs, excluded_all, confidence)
+    return Comparison(comparisons, interactions, pairs, excluded_all, confidence, method, inter_method, primary,
+                      min_effect)
+
+
+def _power(d: np.ndarray, ci: Interval, min_effect: float | None) -> dict:
+    """SD of the paired differences and the pairs a paired t-test needs for 80% power at 5% (two-sided)."""
+    sd = float(np.std(d, ddof=1)) if d.size >= 2 else np.nan
+    effect = min_effect if min_effect is not None else (abs(ci.estimate) if d.size else np.nan)
+    n = pairs_for_power(effect, sd) if np.isfinite(sd) and np.isfinite(effect) else None
+    return {"sd_diff": sd, "pairs_for_80pct_power": float(n) if n is not None else np.nan, "power_effect": effect}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count towards the family size)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[idx]))  # monotone: never below an earlier adjusted p
+        out[idx] = running
+    return out
+
+
+def holm_column(comparisons: pd.DataFrame, primary: str) -> np.ndarray:
+    """The primary metric keeps its raw p; the secondary rows (every other metric x patch size x context x SF
+    configuration) are one Holm family."""
+    p = comparisons["p_value"].to_numpy(dtype=np.float64)
+    secondary = (comparisons["metric"] != primary).to_numpy()
+    out = p.copy()
+    out[secondary] = holm(p[secondary])
+    return out
 
 
 def _mean(values: pd.Series) -> float:
@@ -124,20 +182,21 @@ def _unpaired_note(base: pd.DataFrame, sf: pd.DataFrame) -> str:
             f"SF seeds {sorted(sf['seed'].astype(int))})")
 
 
-def _interaction(coarse: pd.Series, fine: pd.Series, pairs: pd.DataFrame, confidence: float, n_resamples: int,
-                 seed: int) -> dict:
+def _interaction(coarse: pd.Series, fine: pd.Series, pairs: pd.DataFrame, confidence: float, method: str,
+                 n_resamples: int, seed: int) -> dict:
     def deltas(row: pd.Series) -> np.ndarray:
         sel = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
                     & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
         return sel["delta"].to_numpy(dtype=np.float64)
 
-    ci = difference_of_means_ci(deltas(coarse), deltas(fine), confidence=confidence, n_resamples=n_resamples,
-                                seed=seed)
+    ci = difference_of_means_ci(deltas(coarse), deltas(fine), confidence=confidence, method=method,
+                                n_resamples=n_resamples, seed=seed)
     return {"metric": coarse["metric"], "coarse_patch": coarse["patch_size"], "fine_patch": fine["patch_size"],
             "coarse_tokens": coarse["tokens"], "fine_tokens": fine["tokens"], "delta_coarse": coarse["delta"],
             "delta_fine": fine["delta"], "difference": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
-            "n_pairs_coarse": coarse["n_pairs"], "n_pairs_fine": fine["n_pairs"], "sf_config": coarse["sf_config"],
-            "context": coarse["context"], "note": ci.note}
+            "p_value": ci.p_value, "method": method, "n_pairs_coarse": coarse["n_pairs"],
+            "n_pairs_fine": fine["n_pairs"], "sf_config": coarse["sf_config"], "context": coarse["context"],
+            "note": ci.note}
 
 
 def _sorted(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.artifacts import read_image, read_text
 from analysis.compare import Comparison, compare_arms, metric_values
+from analysis.intervals import PAIRED, method_label
 from analysis.runs import RunTables, default_tracking_uri, load_tables, metric_columns
 from analysis.search import SearchSummary, search_summary, spec_search_space
 from analysis.sections import build_sections, excluded_by_run
@@ -28,9 +31,10 @@ from analysis import plots
 from analysis.render import to_html, to_markdown
 from analysis.schedules import schedule_from_params
 from analysis.tables import write_parquet
-from analysis.verdict import main_group, missing_arms, verdict
+from analysis.verdict import main_group, missing_arms, power_messages, verdict
 
 HEADLINE = ("eval/fid", "eval/fd_pixel", "eval/denoise_loss", "eval/is")
+DEFAULT_PRIMARY = "eval/denoise_loss"  # the low-variance measure (DESIGN.md §4), when the runs logged it
 SPECTRAL_ERRORS = ("eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high")
 
 
@@ -45,11 +49,13 @@ class ReportResult:
     comparisons_path: Path
     metrics: list[str]
     comparison: Comparison
-    messages: list[str]  # what is missing and what to run
+    messages: list[str]  # what is missing and what to run (missing arms, then pairs needed for 80% power)
     excluded: pd.DataFrame  # one row per run kept apart, with reasons
     figures: dict[str, Path] = field(default_factory=dict)
     search: SearchSummary | None = None
     logged_run_id: str | None = None  # the sweep run the report was logged to (None: not logged)
+    primary: str = ""  # the metric the headline speaks about
+    primary_source: str = ""  # where it came from: the argument, the spec's analysis section, or the default
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
@@ -96,6 +102,51 @@ def _spec_space(tracking_uri: str, tables: RunTables) -> tuple[dict, str | None]
         if space:
             return space, metric
     return {}, None
+
+
+def spec_analysis(tracking_uri: str, tables: RunTables, sweep_run_id: str | None) -> tuple[dict, str | None]:
+    """The `analysis` section of the logged spec (spec/spec.json on a sweep parent run) and that run's id: the named
+    sweep's when given, else the newest sweep that logged one; ({}, None) when no sweep logged a spec with it."""
+    sweeps = tables.sweeps.sort_values("start_time", ascending=False)["run_id"].tolist()
+    if sweep_run_id is not None:
+        sweeps = [sweep_run_id] + [r for r in sweeps if r != sweep_run_id]
+    for run_id in sweeps:
+        text = read_text(tracking_uri, run_id, "spec/spec.json")
+        if not text:
+            continue
+        try:
+            section = json.loads(text).get("analysis")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"spec/spec.json of sweep run {run_id} is not a JSON object: {err}") from err
+        if isinstance(section, dict):
+            return section, run_id
+    return {}, None
+
+
+def choose_primary(primary: str | None, spec: dict, spec_run: str | None, chosen: list[str],
+                   have: list[str]) -> tuple[str, str]:
+    """(primary metric, where it came from): the argument, else the spec's analysis.primary, else
+    eval/denoise_loss when compared, else the first compared metric."""
+    if primary is not None:
+        if primary not in have:
+            raise ValueError(f"primary metric {primary!r} was not logged by any run; available: {have}")
+        return primary, "set by --primary"
+    if spec.get("primary"):
+        declared = spec["primary"]
+        if declared not in have:
+            raise ValueError(f"analysis.primary {declared!r} in the spec logged on sweep run {spec_run} was not "
+                             f"logged by any run; available: {have} (override it with --primary)")
+        return declared, "declared in the spec's analysis.primary"
+    if DEFAULT_PRIMARY in chosen:
+        return DEFAULT_PRIMARY, "default: the held-out denoising loss"
+    return chosen[0], "default: the first compared metric"
+
+
+def _setting(value, spec: dict, key: str, default):
+    """The argument when given, else the spec's analysis.<key> when set, else the default."""
+    if value is not None:
+        return value
+    return spec[key] if spec.get(key) is not None else default
 
 
 def _schedule_configs(runs: pd.DataFrame, best: pd.DataFrame) -> list[tuple[str, dict]]:
@@ -180,9 +231,14 @@ def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str]
 
 
 def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, metrics: Sequence[str] | None = None,
-                 sweep_run_id: str | None = None, log_to_mlflow: bool = True, confidence: float = 0.95,
-                 n_resamples: int = 10_000) -> ReportResult:
-    """Load, compare, plot, render and (optionally) log the report; returns what it wrote and the verdict."""
+                 sweep_run_id: str | None = None, log_to_mlflow: bool = True, confidence: float | None = None,
+                 n_resamples: int = 10_000, primary: str | None = None, method: str | None = None,
+                 min_effect: float | None = None) -> ReportResult:
+    """Load, compare, plot, render and (optionally) log the report; returns what it wrote and the verdict.
+
+    primary / confidence / method / min_effect: None takes the value from the `analysis` section of the sweep's
+    logged spec (spec/spec.json), else the defaults (eval/denoise_loss when logged, 0.95, Student-t, the observed
+    effect)."""
     if isinstance(experiments, str):
         experiments = [experiments]
     out = Path(out_dir)
@@ -194,9 +250,16 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     chosen = _check_metrics(metrics, tables.runs)
     client = MlflowClient(tracking_uri)
     target = _target_run(client, tables, sweep_run_id) if log_to_mlflow else None
-    comparison = compare_arms(tables.runs, chosen, confidence=confidence, n_resamples=n_resamples)
-    sentence = verdict(comparison, chosen[0])
-    messages = missing_arms(tables.runs)
+    spec, spec_run = spec_analysis(tracking_uri, tables, sweep_run_id)
+    primary, primary_source = choose_primary(primary, spec, spec_run, chosen, metric_columns(tables.runs))
+    chosen = [primary] + [m for m in chosen if m != primary]  # the primary leads: the verdict speaks about it
+    confidence = _setting(confidence, spec, "confidence", 0.95)
+    method = _setting(method, spec, "method", "t")
+    min_effect = _setting(min_effect, spec, "min_effect", None)
+    comparison = compare_arms(tables.runs, chosen, confidence=confidence, n_resamples=n_resamples, method=method,
+                              primary=primary, min_effect=min_effect)
+    sentence = verdict(comparison, primary)
+    messages = missing_arms(tables.runs) + power_messages(comparison)
     space, spec_metric = _spec_space(tracking_uri, tables)
     search = None
     if (tables.runs["search"] == "optuna").any():
@@ -215,19 +278,21 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     title = f"Spectral Forcing ablation · {', '.join(experiments)}"
     subtitle = (f"{len(trials)} trial runs in {len(tables.sweeps)} sweep(s) · tracking store {tracking_uri} · "
                 f"generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search)
+    sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search,
+                              primary_source)
+    resampled = (f", {n_resamples} resamples, rng seed 0" if "bootstrap" in method_label(method) else "")
     footer = (f"Deltas are SF − baseline over seed-matched pairs (same seed and config). Intervals: "
-              f"{confidence:.0%} expanded-percentile bootstrap (Hesterberg 2015) of the mean paired difference, "
-              f"{n_resamples} resamples, rng seed 0; the interaction resamples the pairs of each patch size "
-              "independently. "
-              "Undefined with fewer than 2 pairs.")
+              f"{confidence:.0%} {method_label(method)} for the mean paired difference{resampled}; "
+              f"{method_label(comparison.interaction_method)} for the difference of the gains at two patch sizes "
+              "(independent pairs). Undefined with fewer than 2 pairs. Sign-flip p-values are exact (all 2^n sign "
+              "patterns). Power: paired t-test, two-sided 5%, noncentral t, SD of the observed paired differences.")
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(to_html(title, subtitle, sections, footer), encoding="utf-8")
     md_path.write_text(to_markdown(title, sections, subtitle, footer), encoding="utf-8")
     if target is not None:
         client.log_artifacts(target, str(out), artifact_path="report")
     return ReportResult(sentence, out, html_path, md_path, runs_path, history_path, comparisons_path, chosen,
-                        comparison, messages, excluded, figures, search, target)
+                        comparison, messages, excluded, figures, search, target, primary, primary_source)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -238,8 +303,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: reports/<experiment>)")
     parser.add_argument("--metric", action="append", default=None, metavar="NAME",
-                        help="metric to compare, e.g. eval/fd_pixel; repeat for several; the first drives the "
-                             "verdict (default: every eval metric logged, FID/FD first)")
+                        help="metric to compare, e.g. eval/fd_pixel; repeat for several (default: every eval "
+                             "metric logged)")
+    parser.add_argument("--primary", default=None, metavar="METRIC",
+                        help="the metric the headline speaks about; the others are secondary, Holm-adjusted "
+                             "(default: the spec's analysis.primary, else eval/denoise_loss when logged)")
+    parser.add_argument("--method", default=None, choices=sorted(PAIRED),
+                        help="interval method for the paired differences (default: the spec's analysis.method, "
+                             "else t = Student-t)")
     parser.add_argument("--sweep-run-id", default=None,
                         help="log the report on this sweep run (default: the experiment's latest sweep run)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
@@ -251,7 +322,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / "+".join(args.experiment)
     try:
         result = build_report(args.experiment, uri, out, metrics=args.metric, sweep_run_id=args.sweep_run_id,
-                              log_to_mlflow=not args.no_log)
+                              log_to_mlflow=not args.no_log, primary=getattr(args, "primary", None),
+                              method=getattr(args, "method", None))
     except ValueError as err:
         print(f"specforce report: error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@ Columns of the runs table (DESIGN.md §3): identity (`run_id`, `run_name`, `expe
 `sweep_name`, `trial_id`), state (`role`, `status` = tag specforce.status, `mlflow_status`, `search`,
 `provenance`), typed analysis keys (`patch_size`, `tokens`, `image_size`, `seed`, `sf`, `schedule`, `alpha`),
 then every param as `params.<dotted key>` (string), every tag as `tags.<key>`, the final value of every metric as
-`metrics.<name>` and its best value over the run as `best.<name>` (min, or max for eval/is).
+`metrics.<name>` and its best value over the run as `best.<name>` (min, or max for higher-is-better metrics:
+eval/is, eval/cls_score_*, classifier accuracies eval/cls_*acc*).
 The history table is long: `run_id, metric, step, value, timestamp` (step = training images seen).
 
     python -c "from analysis import load_runs; print(load_runs('demo', 'sqlite:///mlflow.db'))"
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -25,7 +27,10 @@ ROLE, STATUS, TRIAL_ID, SEARCH, PROVENANCE = (
     "specforce.role", "specforce.status", "specforce.trial_id", "specforce.search", "specforce.provenance")
 PARENT = "mlflow.parentRunId"
 PAGE_SIZE = 1000  # search_runs pages; a sweep of thousands of trials takes several round trips
+# Inception score, the classifier score (its analogue on the classifier's logits) and classifier accuracies
+# (eval/cls_accuracy_*, eval/cls_label_acc_*) grow with quality; every other metric (losses, distances) shrinks
 HIGHER_IS_BETTER = frozenset({"eval/is"})
+_HIGHER_PATTERN = re.compile(r"^eval/cls_(.*acc.*|score_.*)$")
 IDENTITY_COLUMNS = ("run_id", "run_name", "experiment", "experiment_id", "sweep_run_id", "sweep_name", "trial_id",
                     "role", "status", "mlflow_status", "search", "provenance", "start_time", "end_time")
 TYPED_COLUMNS = ("patch_size", "tokens", "image_size", "seed", "sf", "schedule", "alpha")
@@ -33,7 +38,7 @@ HISTORY_COLUMNS = ("run_id", "metric", "step", "value", "timestamp")
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric in HIGHER_IS_BETTER
+    return metric in HIGHER_IS_BETTER or bool(_HIGHER_PATTERN.match(metric))
 
 
 def default_tracking_uri() -> str:

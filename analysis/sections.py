@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.compare import Comparison
+from analysis.intervals import method_label
 from analysis.render import Plot, Section
 from analysis.runs import RunTables
 from analysis.search import SearchSummary
-from analysis.verdict import fmt, verdict
+from analysis.verdict import BUCKET_PREFIX, details, fmt, fmt_p, pct, verdict
 
 EXCLUDED_BY_RUN = ["run_name", "experiment", "reason", "metrics", "run_id"]
 
@@ -38,29 +39,41 @@ def _with_ci(row: pd.Series) -> str:
                                                                     else "n/a")
 
 
-def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
+def _p(values: pd.Series) -> list[str]:
+    return [fmt_p(v) if pd.notna(v) else "" for v in values]
+
+
+def comparison_table(table: pd.DataFrame, confidence: float = 0.95, primary: str | None = None) -> pd.DataFrame:
+    ci_col = f"Δ SF − baseline [{pct(confidence)} CI]"
+    cols = ["metric", "patch", "tokens", "baseline", "SF", ci_col, "pairs", "p", "sign-flip p", "Holm p",
+            "pairs for 80% power", "note"]
     if table.empty:
-        return pd.DataFrame(columns=["metric", "patch", "tokens", "baseline", "SF", "Δ SF − baseline [95% CI]",
-                                     "pairs", "note"])
+        return pd.DataFrame(columns=cols)
+    role = table["metric"].map(lambda m: " (primary)" if m == primary else "")
     out = pd.DataFrame({
-        "metric": table["metric"], "patch": table["patch_size"], "tokens": table["tokens"],
-        "baseline": table["baseline_mean"], "SF": table["sf_mean"],
-        "Δ SF − baseline [95% CI]": table.apply(_with_ci, axis=1), "pairs": table["n_pairs"], "note": table["note"]})
+        "metric": table["metric"] + role, "patch": table["patch_size"], "tokens": table["tokens"],
+        "baseline": table["baseline_mean"], "SF": table["sf_mean"], ci_col: table.apply(_with_ci, axis=1),
+        "pairs": table["n_pairs"], "p": _p(table["p_value"]), "sign-flip p": _p(table["p_signflip"]),
+        "Holm p": [fmt_p(h) if m != primary and pd.notna(h) else "" for m, h in zip(table["metric"], table["p_holm"])],
+        "pairs for 80% power": [str(int(k)) if pd.notna(k) and not (lo > 0 or hi < 0) else ""
+                                for k, lo, hi in zip(table["pairs_for_80pct_power"], table["ci_low"], table["ci_high"])],
+        "note": table["note"]}, columns=cols)
     for extra in ("sf_config", "context"):
         if table[extra].astype(bool).any():
             out[extra] = table[extra]
     return out
 
 
-def interaction_table(inter: pd.DataFrame) -> pd.DataFrame:
-    cols = ["metric", "coarse vs fine", "Δ coarse", "Δ fine", "Δ coarse − Δ fine [95% CI]", "pairs", "note"]
+def interaction_table(inter: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    ci_col = f"Δ coarse − Δ fine [{pct(confidence)} CI]"
+    cols = ["metric", "coarse vs fine", "Δ coarse", "Δ fine", ci_col, "p", "pairs", "note"]
     if inter.empty:
         return pd.DataFrame(columns=cols)
     ci = inter.rename(columns={"difference": "delta"}).apply(_with_ci, axis=1)
     return pd.DataFrame({
         "metric": inter["metric"],
         "coarse vs fine": [f"patch {int(c)} vs {int(f)}" for c, f in zip(inter["coarse_patch"], inter["fine_patch"])],
-        "Δ coarse": inter["delta_coarse"], "Δ fine": inter["delta_fine"], "Δ coarse − Δ fine [95% CI]": ci,
+        "Δ coarse": inter["delta_coarse"], "Δ fine": inter["delta_fine"], ci_col: ci, "p": _p(inter["p_value"]),
         "pairs": [f"{int(a)} / {int(b)}" for a, b in zip(inter["n_pairs_coarse"], inter["n_pairs_fine"])],
         "note": inter["note"]}, columns=cols)
 
@@ -80,38 +93,58 @@ def _plot(figures: dict[str, Path], key: str, caption: str) -> list[Plot]:
     return [Plot(figures[key], caption)] if key in figures else []
 
 
+def method_statement(comparison: Comparison) -> str:
+    return (f"Intervals: {pct(comparison.confidence)} {method_label(comparison.method)} for the mean of the "
+            f"seed-paired differences; {method_label(comparison.interaction_method)} for the coarse-vs-fine difference "
+            "of two mean gains (independent models). Beside each paired interval, the exact sign-flip (permutation) "
+            "p-value, which assumes no normality; with n pairs it can never be below 2/2^n, so under 6 pairs it "
+            "cannot reach 0.05.")
+
+
 def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison, sentence: str,
                    messages: list[str], excluded: pd.DataFrame, figures: dict[str, Path],
-                   search: SearchSummary | None) -> list[Section]:
+                   search: SearchSummary | None, primary_source: str = "") -> list[Section]:
     primary = metrics[0]
-    others = [verdict(comparison, m) for m in metrics[1:] if not m.startswith("eval/denoise_loss_t")]
-    sections = [Section("Verdict", [sentence, f"Primary metric: {primary}. Other metrics:"] if others else
-                        [sentence, f"Primary metric: {primary}."], bullets=others, css_class="verdict")]
-    if messages:
-        sections.append(Section("What to run next", ["Missing or unpaired arms, and the runs that would fill them:"],
-                                bullets=messages, css_class="todo"))
+    secondary = [m for m in metrics[1:] if not m.startswith(BUCKET_PREFIX)]
+    others = [verdict(comparison, m) for m in secondary]
     table = comparison.comparisons
-    headline = table[~table["metric"].str.startswith("eval/denoise_loss_t")]
+    n_holm = int(table.loc[table["metric"] != primary, "p_value"].notna().sum())
+    declared = f"Primary metric: {primary}" + (f" ({primary_source})" if primary_source else "") + "."
+    if others:
+        holm = (f" Holm-adjusted over {n_holm} secondary comparisons (metrics × patch sizes, t buckets included)"
+                if n_holm else " not adjusted: the interval method gives no p-value")
+        declared += f" The other metrics are secondary; their p-values are{holm}:"
+    sections = [Section("Verdict", [sentence, *details(comparison, primary), method_statement(comparison), declared],
+                        bullets=others, css_class="verdict")]
+    if messages:
+        sections.append(Section("What to run next", [
+            "Missing or unpaired arms, and comparisons whose interval includes 0 with the seed pairs that would "
+            "detect the effect:"], bullets=messages, css_class="todo"))
+    headline = table[~table["metric"].str.startswith(BUCKET_PREFIX)]
     inter = comparison.interactions
-    inter_buckets = inter["metric"].str.startswith("eval/denoise_loss_t")
+    inter_buckets = inter["metric"].str.startswith(BUCKET_PREFIX)
+    conf, label = comparison.confidence, method_label(comparison.method)
     sections.append(Section(
         "SF gain per tokenization",
-        ["Each Δ is SF minus baseline averaged over seed-matched pairs; negative is better for every metric "
-         "except eval/is. Error bars on the left are the SD over seeds; on the right the 95% bootstrap CI."],
-        tables=[("Paired comparisons (comparisons.csv)", comparison_table(headline)),
-                ("Coarse-vs-fine interaction (interactions.csv)", interaction_table(inter[~inter_buckets]))],
+        [f"Each Δ is SF minus baseline averaged over seed-matched pairs; a negative Δ is better except for "
+         f"higher-is-better metrics (eval/is, classifier scores and accuracies). Intervals: {pct(conf)} {label}; "
+         f"p: {label} test; sign-flip p: exact permutation test; Holm p: adjusted over the secondary metrics × patch "
+         "sizes; pairs for 80% power: seed pairs a paired t-test would need to detect the effect (only where the "
+         "interval includes 0). Error bars on the left are the SD over seeds; on the right the interval."],
+        tables=[("Paired comparisons (comparisons.csv)", comparison_table(headline, conf, primary)),
+                ("Coarse-vs-fine interaction (interactions.csv)", interaction_table(inter[~inter_buckets], conf))],
         figures=_plot(figures, "metric_vs_patch", "Metric vs patch size, with and without SF (mean ± SD over seeds; "
                       "dots are seeds; dotted: data-vs-data floor at the same sample count)")
-        + _plot(figures, "gain_vs_tokens", "SF gain vs image tokens (mean paired Δ with 95% bootstrap CI)")))
-    buckets = table[table["metric"].str.startswith("eval/denoise_loss_t")]
+        + _plot(figures, "gain_vs_tokens", f"SF gain vs image tokens (mean paired Δ with {pct(conf)} {label} CI)")))
+    buckets = table[table["metric"].str.startswith(BUCKET_PREFIX)]
     if len(buckets) or "bucket_gains" in figures:
         sections.append(Section(
             "Where in time SF helps",
             ["Held-out denoising loss on a fixed batch, fixed noise and a fixed t grid, per t bucket: a "
              "low-variance measure that needs no sampling."],
-            tables=[("Per-bucket comparisons", comparison_table(buckets)),
-                    ("Per-bucket coarse-vs-fine interaction", interaction_table(inter[inter_buckets]))],
-            figures=_plot(figures, "bucket_gains", "SF − baseline per t bucket (95% bootstrap CI)")))
+            tables=[("Per-bucket comparisons", comparison_table(buckets, conf, primary)),
+                    ("Per-bucket coarse-vs-fine interaction", interaction_table(inter[inter_buckets], conf))],
+            figures=_plot(figures, "bucket_gains", f"SF − baseline per t bucket ({pct(conf)} {label} CI)")))
     sections.append(Section("Training", figures=_plot(
         figures, "training_curves", "Training loss and the primary metric vs training images seen "
         "(median over seeds, band = min..max)")))

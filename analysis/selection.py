@@ -1,7 +1,8 @@
 """Which runs may be averaged for a metric, and why the others are kept apart (listed, never silently mixed in).
 
-A trial counts for a metric when: it is a trial (tag specforce.role=trial) that completed (tag
-specforce.status=completed, MLflow status FINISHED), has the typed keys the comparison needs (patch size, seed,
+A trial counts for a metric when: it is a trial (tag specforce.role=trial) that completed (MLflow status FINISHED,
+and tag specforce.status=completed when the tag is present: runs logged by a user's own script have none; a
+stopped_early or failed tag excludes the run), has the typed keys the comparison needs (patch size, seed,
 spectral.enabled), reported the metric, and its evaluation provenance for that metric (extractor, weights, sample
 count, reference set: tag specforce.provenance) equals the provenance most runs of the set share. A rerun of the
 same configuration and seed keeps only its latest run.
@@ -39,7 +40,8 @@ def status_problem(row: pd.Series) -> str | None:
         return "stopped early by the scheduler (partial training)"
     if status == "failed" or mlflow_status == "FAILED":
         return "failed"
-    if status != "completed":
+    # no tag: a run logged by the user's own script (DESIGN.md §3); its MLflow status alone decides
+    if status is not None and not pd.isna(status) and status != "completed":
         return f"not completed (specforce.status={status!r}, MLflow status {mlflow_status})"
     if mlflow_status != "FINISHED":
         return f"MLflow status {mlflow_status} (expected FINISHED)"

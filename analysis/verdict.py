@@ -1,12 +1,16 @@
-"""The coarse-vs-fine verdict in plain words, and what is missing (which arms, which seeds to run).
+"""The verdict in plain words: a one-line headline a reviewer can quote, then the detail; and what to run next.
 
-    SF lowers fd_pixel by 6.1 [3.2, 9.0] at patch 8 (16 tokens) and by 0.4 [-1.1, 1.9] at patch 4 (64 tokens)
-    (95% bootstrap CIs over 3 and 3 seed pairs). SF helps more with coarse tokenization: its gain is 5.7 [2.5, 8.9]
-    larger at patch 8 than at patch 4.
+Words follow the evidence: "SF lowers/raises <metric>" only when the interval excludes 0, otherwise "no clear
+effect"; "helps more with coarse/fine tokenization" only when the interaction's interval excludes 0. Secondary
+metrics follow their Holm-adjusted p-values (over every secondary metric x patch size). For example:
+
+    No clear effect of SF on denoise_loss at patch 8: Δ -0.10, 95% CI [-0.61, 0.41], 3 pairs; SF lowers
+    denoise_loss at patch 4 (better): Δ -0.54, 95% CI [-0.67, -0.41], 3 pairs; SF helps more with fine
+    tokenization: its gain is 0.44 larger at patch 4 than at patch 8 (95% CI [0.05, 0.83], Welch).
 
     python -c "from analysis import load_runs; from analysis.compare import compare_arms; \\
         from analysis.verdict import verdict; r = load_runs('demo', 'sqlite:///mlflow.db'); \\
-        print(verdict(compare_arms(r, ['eval/fd_pixel']), 'eval/fd_pixel'))"
+        print(verdict(compare_arms(r, ['eval/denoise_loss']), 'eval/denoise_loss'))"
 """
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ import math
 import pandas as pd
 
 from analysis.compare import Comparison, comparable_trials
+from analysis.intervals import method_label, sign_flip_floor
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns, status_problem
+
+BUCKET_PREFIX = "eval/denoise_loss_t"  # per-t-bucket losses: detail tables, not headline sentences
 
 
 def fmt(*values: float) -> list[str]:
@@ -28,12 +35,26 @@ def fmt(*values: float) -> list[str]:
     return [t[1:] if t.startswith("-") and float(t) == 0 else t for t in out]  # no "-0.00"
 
 
+def fmt_p(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+
+
 def short(metric: str) -> str:
     return metric.split("/", 1)[-1]
 
 
+def pct(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
+
+
 def _where(row: pd.Series) -> str:
     return f"patch {int(row['patch_size'])} ({int(row['tokens'])} tokens)"
+
+
+def _pairs(n: int) -> str:
+    return f"{n} pair" + ("" if n == 1 else "s")
 
 
 def main_group(comparison: Comparison, metric: str) -> tuple[str, str] | None:
@@ -46,17 +67,29 @@ def main_group(comparison: Comparison, metric: str) -> tuple[str, str] | None:
     return sorted(best.index)[0]
 
 
-def _clauses(rows: pd.DataFrame, metric: str) -> str:
-    first = rows.iloc[0]["delta"]
-    verb, sign = ("lowers", -1.0) if first < 0 else ("raises", 1.0)
-    parts = []
-    for i, (_, row) in enumerate(rows.iterrows()):
-        lo, hi = sorted((sign * row["ci_low"], sign * row["ci_high"]))
-        est, lo_s, hi_s = fmt(sign * row["delta"], lo, hi)
-        interval = f"[{lo_s}, {hi_s}]" if math.isfinite(row["ci_low"]) else "(1 pair: CI undefined)"
-        lead = f"SF {verb} {short(metric)} by" if i == 0 else "by"
-        parts.append(f"{lead} {est} {interval} at {_where(row)}")
-    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+def is_secondary(comparison: Comparison, metric: str) -> bool:
+    return comparison.primary is not None and metric != comparison.primary
+
+
+def effect_sentence(row: pd.Series, confidence: float, *, secondary: bool = False) -> str:
+    """One comparison in words: "SF lowers/raises" only when the interval excludes 0 (and, for a secondary metric,
+    when its Holm-adjusted p is below 1 - confidence), else "no clear effect"."""
+    metric, patch, n = short(row["metric"]), int(row["patch_size"]), int(row["n_pairs"])
+    est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+    if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
+        return f"no interval for SF on {metric} at patch {patch}: Δ {est}, {_pairs(n)} (a CI needs at least 2)"
+    stats = f"Δ {est}, {pct(confidence)} CI [{lo}, {hi}], {_pairs(n)}"
+    excludes = row["ci_low"] > 0 or row["ci_high"] < 0
+    holm = row.get("p_holm", math.nan)
+    holm_ok = not secondary or not math.isfinite(holm) or holm < 1 - confidence
+    tail = f", Holm p = {fmt_p(holm)}" if secondary and math.isfinite(holm) else ""
+    if excludes and holm_ok:
+        verb = "lowers" if row["delta"] < 0 else "raises"
+        better = (row["delta"] > 0) == higher_is_better(row["metric"])
+        return f"SF {verb} {metric} at patch {patch} ({'better' if better else 'worse'}): {stats}{tail}"
+    if excludes:
+        return f"no clear effect of SF on {metric} at patch {patch} after Holm adjustment: {stats}{tail}"
+    return f"no clear effect of SF on {metric} at patch {patch}: {stats}{tail}"
 
 
 def _favoured(side: str, gain: float) -> str:
@@ -64,53 +97,129 @@ def _favoured(side: str, gain: float) -> str:
     return f"SF helps more with {side} tokenization" if gain > 0 else f"SF hurts less with {side} tokenization"
 
 
-def _interaction_sentence(inter: pd.Series, metric: str) -> str:
-    # gain = improvement: lower is better for every metric except eval/is
-    flip = 1.0 if higher_is_better(metric) else -1.0
+def interaction_sentence(inter: pd.Series, confidence: float) -> str:
+    """The coarse-vs-fine difference of gains (gain = improvement, in the metric's better direction)."""
+    flip = 1.0 if higher_is_better(inter["metric"]) else -1.0
     est = flip * inter["difference"]
     lo, hi = sorted((flip * inter["ci_low"], flip * inter["ci_high"]))
     coarse, fine = f"patch {int(inter['coarse_patch'])}", f"patch {int(inter['fine_patch'])}"
-    if not math.isfinite(inter["ci_low"]):
+    label = method_label(inter["method"]) if isinstance(inter.get("method"), str) and inter["method"] else ""
+    how = f", {label}" if label else ""
+    if not (math.isfinite(inter["ci_low"]) and math.isfinite(inter["ci_high"])):
         (e,) = fmt(est)
-        return (f"The gain differs by {e} between {coarse} and {fine}, but its interval is undefined "
-                f"({inter['note']}).")
+        return (f"the gain differs by {e} between {coarse} and {fine}, but its interval is undefined "
+                f"({inter['note']})")
     if lo > 0:
         e, l, h = fmt(est, lo, hi)
         lead = _favoured("coarse", flip * inter["delta_coarse"])
-        return f"{lead}: its gain is {e} [{l}, {h}] larger at {coarse} than at {fine}."
+        return f"{lead}: its gain is {e} larger at {coarse} than at {fine} ({pct(confidence)} CI [{l}, {h}]{how})"
     if hi < 0:
         e, l, h = fmt(-est, -hi, -lo)
         lead = _favoured("fine", flip * inter["delta_fine"])
-        return f"{lead}: its gain is {e} [{l}, {h}] larger at {fine} than at {coarse}."
+        return f"{lead}: its gain is {e} larger at {fine} than at {coarse} ({pct(confidence)} CI [{l}, {h}]{how})"
     e, l, h = fmt(est, lo, hi)
-    return (f"The gain at {coarse} minus the gain at {fine} is {e} [{l}, {h}], an interval that includes 0: "
-            f"no evidence that the effect depends on tokenization with these seeds.")
+    return (f"no clear difference between the gains at {coarse} and {fine}: gain at {coarse} minus gain at {fine} "
+            f"{e}, {pct(confidence)} CI [{l}, {h}]{how}")
 
 
-def verdict(comparison: Comparison, metric: str) -> str:
-    """One or two plain sentences answering "does SF help, and does that depend on tokenisation?" for a metric."""
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _rows(comparison: Comparison, metric: str) -> tuple[pd.DataFrame, tuple[str, str] | None]:
     group = main_group(comparison, metric)
     if group is None:
-        return f"No verdict on {short(metric)}: no completed run reported it."
+        return comparison.comparisons.iloc[0:0], None
     context, config = group
     table = comparison.comparisons
     rows = table[(table["metric"] == metric) & (table["context"] == context) & (table["sf_config"] == config)
                  & (table["n_pairs"] > 0)].sort_values("patch_size", ascending=False)
-    if rows.empty:
-        return (f"No verdict on {short(metric)}: no seed-matched SF/baseline pair completed "
-                "(see 'What to run next').")
-    pct = f"{comparison.confidence * 100:g}%"
-    n = [int(k) for k in rows["n_pairs"]]
-    counts = f"{n[0]} seed pairs" + (" each" if len(n) > 1 else "") if len(set(n)) == 1 else \
-        ", ".join(map(str, n[:-1])) + f" and {n[-1]} seed pairs"
-    scope = "".join(f" [{x}]" for x in (config, context) if x)
-    text = f"{_clauses(rows, metric)}{scope} ({pct} bootstrap CIs over {counts})."
+    return rows, group
+
+
+def _main_interaction(comparison: Comparison, metric: str, group: tuple[str, str]) -> pd.Series | None:
+    context, config = group
     inter = comparison.interactions
     inter = inter[(inter["metric"] == metric) & (inter["context"] == context) & (inter["sf_config"] == config)]
     if inter.empty:
-        return text + " The coarse-vs-fine comparison needs paired runs at a second patch size."
-    coarsest_vs_finest = inter.sort_values(["coarse_patch", "fine_patch"], ascending=[False, True]).iloc[0]
-    return text + " " + _interaction_sentence(coarsest_vs_finest, metric)
+        return None
+    return inter.sort_values(["coarse_patch", "fine_patch"], ascending=[False, True]).iloc[0]
+
+
+def verdict(comparison: Comparison, metric: str) -> str:
+    """The one-line headline for a metric: its effect at each patch size, then the coarse-vs-fine difference."""
+    rows, group = _rows(comparison, metric)
+    if group is None:
+        return f"No verdict on {short(metric)}: no completed run reported it."
+    if rows.empty:
+        return (f"No verdict on {short(metric)}: no seed-matched SF/baseline pair completed "
+                "(see 'What to run next').")
+    secondary = is_secondary(comparison, metric)
+    parts = [effect_sentence(row, comparison.confidence, secondary=secondary) for _, row in rows.iterrows()]
+    context, config = group
+    scope = "".join(f" [{x}]" for x in (config, context) if x)
+    inter = _main_interaction(comparison, metric, group)
+    tail = ("the coarse-vs-fine comparison needs paired runs at a second patch size" if inter is None
+            else interaction_sentence(inter, comparison.confidence))
+    return _capital("; ".join(parts + [tail])) + scope + "."
+
+
+def details(comparison: Comparison, metric: str) -> list[str]:
+    """The evidence behind the headline: method, p-values (t-test and exact sign-flip, with its floor), spread."""
+    rows, group = _rows(comparison, metric)
+    if rows.empty:
+        return []
+    out = []
+    label = method_label(comparison.method)
+    for _, row in rows.iterrows():
+        n = int(row["n_pairs"])
+        if n < 2:
+            continue
+        floor = sign_flip_floor(n)
+        sd = fmt(row["sd_diff"])[0]
+        text = (f"At {_where(row)}: {label} p = {fmt_p(row['p_value'])}, exact sign-flip p = "
+                f"{fmt_p(row['p_signflip'])}")
+        if n < 6:
+            text += (f" (with {n} pairs the sign-flip p can never be below 2/2^{n} = {floor:.3g}, so it cannot reach "
+                     "0.05 under 6 pairs)")
+        out.append(text + f"; SD of the paired differences {sd}.")
+    inter = _main_interaction(comparison, metric, group)
+    if inter is not None and math.isfinite(inter["ci_low"]):
+        out.append(f"Coarse vs fine (patch {int(inter['coarse_patch'])} vs {int(inter['fine_patch'])}): "
+                   f"{method_label(inter['method'])} interval for the difference of the two mean gains, "
+                   f"p = {fmt_p(inter['p_value'])}, {int(inter['n_pairs_coarse'])} and {int(inter['n_pairs_fine'])} "
+                   "pairs (independent models).")
+    return out
+
+
+def power_messages(comparison: Comparison) -> list[str]:
+    """For each comparison whose interval includes 0: the seed pairs a paired t-test needs for 80% power at 5%."""
+    table = comparison.comparisons
+    table = table[~table["metric"].str.startswith(BUCKET_PREFIX) & (table["n_pairs"] >= 2)]
+    messages = []
+    for _, row in table.iterrows():
+        if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])) or \
+                row["ci_low"] > 0 or row["ci_high"] < 0:
+            continue
+        n = int(row["n_pairs"])
+        est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+        effect_src = ("analysis.min_effect" if comparison.min_effect is not None and row["metric"] == comparison.primary
+                      else "the observed |Δ|")
+        (effect,) = fmt(row["power_effect"])
+        (sd,) = fmt(row["sd_diff"])
+        where = f"{short(row['metric'])} at {_where(row)}" + "".join(
+            f" [{x}]" for x in (row["sf_config"], row["context"]) if x)
+        head = f"{where}: the interval includes 0 (Δ {est}, {pct(comparison.confidence)} CI [{lo}, {hi}], {n} pairs)"
+        need = row["pairs_for_80pct_power"]
+        if not math.isfinite(need):
+            messages.append(f"{head}; no power estimate: the paired differences have no spread or Δ is 0.")
+            continue
+        need = int(need)
+        more = f"run {need - n} more seed(s) in both arms" if need > n else (
+            "this many pairs already ran, so the observed effect is likely smaller than assumed")
+        messages.append(f"{head}; to detect an effect of {effect} ({effect_src}) with 80% power at the 5% level "
+                        f"(two-sided paired t, SD of paired differences {sd}) takes {need} seed pairs: {more}.")
+    return messages
 
 
 def _seeds(values) -> str:
