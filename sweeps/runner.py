@@ -6,6 +6,7 @@
 
 A sweep has up to three phases, each its own Tune experiment under <storage>/<name>/: `grid` (the ablation grid),
 `baselines` (the no-SF arms a search needs for pairing) and `search` (Optuna). All write to one MLflow parent run.
+A spec with adaptive `seeds:` runs its grid as rounds `grid-r1`, `grid-r2`, ... until decided (sweeps/adaptive.py).
 """
 from __future__ import annotations
 
@@ -196,7 +197,13 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         resources = resolve_resources(spec)
         common = dict(base=spec.base, resources=resources, storage=storage, sweep_name=spec.name,
                       max_failures=spec.max_failures, cache_dir=default_cache_dir())
-        for phase, param_space in phases:
+        rounds = None
+        if spec.seeds is not None:  # adaptive seeds: only the rounds still needed, analysed in between
+            from sweeps.adaptive import AdaptiveRounds
+
+            rounds = AdaptiveRounds(spec, client=client, parent_run_id=parent, tracking_uri=tracking_uri,
+                                    resume=resume)
+        for phase, param_space in (rounds if rounds is not None else phases):
             search_keys = tuple(spec.search.space) if phase == "search" else ()
             trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys, **common),
                                             {"CPU": 0, "memory": 1024})
@@ -243,6 +250,10 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
 def _phases(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     from ray import tune
 
+    if spec.seeds is not None:  # every planned round (the storage check sees them); AdaptiveRounds picks which run
+        from sweeps.adaptive import round_phases
+
+        return round_phases(spec)
     phases = []
     if spec.grid:
         plans = [{"trial_id": p.trial_id, "overrides": p.overrides} for p in grid_plans(spec)]

@@ -18,6 +18,7 @@
         spectral.alpha: {type: float, low: 0.5, high: 4.0, log: true}
         spectral.schedule: {type: categorical, choices: [linear, contour, snr]}
       baselines: true               # also run the no-SF arm for each patch size and seed
+    seeds: {start: 3, step: 2, max: 12, stop: decided}   # adaptive seeds for a grid without `seed` (sweeps/adaptive.py)
 
     python -m sweeps.spec sweeps/configs/demo.yaml      # print every trial the spec expands to
 """
@@ -117,6 +118,29 @@ class Search(_Strict):
         return self.n_startup_trials or max(2, min(10, self.num_samples // 3))
 
 
+class Seeds(_Strict):
+    """Adaptive seeds: rounds of seed pairs (start, then +step, up to max per arm) until the primary metric's
+    comparisons are decided with anytime-valid intervals (analysis/sequential.py)."""
+
+    start: int = Field(default=3, ge=2)  # a t interval needs 2 pairs
+    step: int = Field(default=2, ge=1)
+    max: int = Field(default=12, ge=2, le=200)
+    stop: Literal["decided"] = "decided"
+    first_seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Seeds":
+        if self.max < self.start:
+            raise ValueError(f"max={self.max} must be at least start={self.start}")
+        return self
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """Seeds per arm after each round: start, start+step, ..., max."""
+        looks = list(range(self.start, self.max + 1, self.step))
+        return tuple(looks if looks[-1] == self.max else looks + [self.max])
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -127,6 +151,7 @@ class SweepSpec(_Strict):
     max_failures: int = Field(default=2, ge=0)  # worker-group restarts per trial (from its latest checkpoint)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     search: Search | None = None
+    seeds: Seeds | None = None  # adaptive seeds for the grid (instead of a `seed` list in it)
 
     @field_validator("name")
     @classmethod
@@ -310,11 +335,70 @@ def validate_spec(spec: SweepSpec) -> None:
         raise SpecError(f"resources.gpus_per_worker: {r.gpus_per_worker} with use_gpu: false")
     if base.optim.batch_size % r.workers:
         raise SpecError(f"resources.workers: {r.workers} does not divide base.optim.batch_size {base.optim.batch_size}")
+    if spec.seeds is not None:
+        _validate_seeds(spec, base)
+
+
+def adaptive_primary(spec: SweepSpec) -> str:
+    """The metric adaptive seeds decide on: the spec's analysis.primary when it has one, else eval/denoise_loss."""
+    return getattr(getattr(spec, "analysis", None), "primary", None) or "eval/denoise_loss"
+
+
+def _validate_seeds(spec: SweepSpec, base: TrainConfig) -> None:
+    if spec.search is not None:
+        raise SpecError("seeds: adaptive seeds apply to a grid; a spec with a 'search' section cannot have them "
+                        "(run the search as its own spec)")
+    arms = [v for v in spec.grid.get("spectral.enabled", [])]
+    if sorted(set(map(bool, arms))) != [False, True] or any(not isinstance(v, bool) for v in arms):
+        raise SpecError(f"seeds: adaptive seeds need a grid that varies spectral.enabled over [false, true] "
+                        f"(got grid.spectral.enabled: {spec.grid.get('spectral.enabled')!r})")
+    if "seed" in spec.grid:
+        raise SpecError(f"grid.seed: {spec.grid['seed']!r} listed together with 'seeds'; adaptive seeds choose the "
+                        "seeds of each round (seeds.first_seed, seeds.start, seeds.step, seeds.max)")
+    primary = adaptive_primary(spec)
+    if primary not in reported_metrics(base):
+        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+        raise SpecError(f"seeds: the primary metric {primary!r} is never reported by these trials; they report: "
+                        f"{known}")
+
+
+def round_seeds(spec: SweepSpec, round_index: int) -> list[int]:
+    """The seeds a round adds to every arm (round 1: the first `start` seeds)."""
+    assert spec.seeds is not None
+    looks = spec.seeds.looks
+    if not 1 <= round_index <= len(looks):
+        raise SpecError(f"round {round_index}: the spec plans rounds 1..{len(looks)}")
+    done = looks[round_index - 2] if round_index > 1 else 0
+    return [spec.seeds.first_seed + i for i in range(done, looks[round_index - 1])]
+
+
+def round_plans(spec: SweepSpec, round_index: int) -> list[TrialPlan]:
+    """Every grid combination with each seed this round adds (trial ids as if `seed` ended the grid)."""
+    plans = []
+    for combo in grid_plans(spec):
+        for seed in round_seeds(spec, round_index):
+            overrides = {**combo.overrides, "seed": seed}
+            plans.append(TrialPlan(trial_id_for(overrides), overrides, _resolve(spec, overrides, "grid trial")))
+    return plans
+
+
+def describe_rounds(spec: SweepSpec) -> list[str]:
+    assert spec.seeds is not None
+    looks = spec.seeds.looks
+    lines = [f"adaptive up to {len(looks)} rounds, seeds per arm {', '.join(map(str, looks))}: stops when every "
+             f"comparison of {adaptive_primary(spec)} is decided (anytime-valid intervals) or at {looks[-1]} seeds"]
+    for r in range(1, len(looks) + 1):
+        plans = round_plans(spec, r)
+        lines.append(f"round {r:<3} seeds {round_seeds(spec, r)}: {len(plans)} trials (phase grid-r{r})")
+        lines.extend(f"grid-r{r:<3} {p.trial_id:<40} {json.dumps(p.overrides)}" for p in plans)
+    return lines
 
 
 def describe_trials(spec: SweepSpec) -> list[str]:
     lines = []
-    if spec.grid:
+    if spec.grid and spec.seeds is not None:
+        lines.extend(describe_rounds(spec))
+    elif spec.grid:
         for p in grid_plans(spec):
             lines.append(f"grid     {p.trial_id:<40} {json.dumps(p.overrides)}")
     if spec.search:

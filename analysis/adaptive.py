@@ -1,0 +1,168 @@
+"""Reading an adaptive sweep: the comparison family of the primary metric, each round's decision, the report's summary.
+
+An adaptive sweep (spec `seeds:` section, sweeps/adaptive.py) records on its MLflow parent run:
+- tag `specforce.adaptive.design`: the design as JSON (looks, alpha, family size, min_effect, primary metric);
+- tags `specforce.adaptive.round` (rounds analysed), `specforce.adaptive.decision` (continue | decided |
+  max_reached) and `specforce.adaptive.reason` (one sentence);
+- metrics `sweep/round` and `sweep/seeds_per_arm` (step = round);
+- artifact `adaptive/round-<r>.json`: every comparison's anytime-valid interval and status after round r.
+
+The family of the primary metric, per context and SF configuration: the SF − baseline delta at each patch size,
+and for every two patch sizes the coarse-vs-fine interaction as the mean of per-seed double differences
+delta_coarse(seed) − delta_fine(seed) (seeds are matched across patch sizes, so it is a one-sample problem with an
+anytime-valid interval like the others; see analysis/sequential.py).
+
+    python -m analysis.adaptive --tracking-uri sqlite:///mlflow.db --sweep-run-id RUN_ID   # print the summary
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from analysis.sequential import Decision, Design, decide
+
+DESIGN_TAG, ROUND_TAG = "specforce.adaptive.design", "specforce.adaptive.round"
+DECISION_TAG, REASON_TAG = "specforce.adaptive.decision", "specforce.adaptive.reason"
+ROUND_ARTIFACT = "adaptive/round-{}.json"
+
+
+def family_size(n_groups: int, n_patches: int) -> int:
+    """Comparisons per (context, SF configuration): each patch size plus each pair of patch sizes."""
+    return n_groups * (n_patches + n_patches * (n_patches - 1) // 2)
+
+
+def _name(base: str, context: str, sf_config: str) -> str:
+    extra = "; ".join(x for x in (context, sf_config) if x)
+    return f"{base} ({extra})" if extra else base
+
+
+def family_from_pairs(pairs: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
+    """name -> per-seed values (sorted by seed) for every comparison of `metric` in compare_arms(...).pairs."""
+    rows = pairs[pairs["metric"] == metric]
+    family: dict[str, np.ndarray] = {}
+    for (context, config), group in rows.groupby(["context", "sf_config"], sort=True):
+        by_patch = {int(p): g.set_index("seed")["delta"].astype(float).sort_index()
+                    for p, g in group.groupby("patch_size")}
+        if any(s.index.has_duplicates for s in by_patch.values()):
+            raise ValueError(f"{metric} ({context or 'no context'}): a seed is paired twice at one patch size; "
+                             "the grid repeats an arm (e.g. baselines for several SF-only settings)")
+        for patch in sorted(by_patch, reverse=True):
+            family[_name(f"patch {patch}", context, config)] = by_patch[patch].to_numpy()
+        for coarse, fine in combinations(sorted(by_patch, reverse=True), 2):
+            both = by_patch[coarse].index.intersection(by_patch[fine].index)
+            double = by_patch[coarse].loc[both] - by_patch[fine].loc[both]
+            family[_name(f"interaction patch {coarse} − patch {fine}", context, config)] = double.to_numpy()
+    return family
+
+
+def analyse_look(runs: pd.DataFrame, sweep_run_id: str, metric: str, design: Design, look: int,
+                 seeds: list[int]) -> Decision:
+    """The stopping rule on this sweep's completed trials with the seeds planned up to this look."""
+    from analysis.compare import compare_arms
+
+    mine = runs[(runs["sweep_run_id"] == sweep_run_id) & runs["seed"].isin(seeds)] if len(runs) else runs
+    if mine.empty:
+        return decide({}, design, look)
+    pairs = compare_arms(mine, [metric]).pairs
+    return decide(family_from_pairs(pairs, metric), design, look)
+
+
+# ------------------------------------------------------------------------------------------------ the report
+@dataclass(frozen=True)
+class AdaptiveSummary:
+    rounds: int
+    outcome: str  # continue (still running or interrupted) | decided | max_reached
+    reason: str
+    design: dict
+    comparisons: pd.DataFrame  # comparison, estimate, ci_low, ci_high, n, status (the last analysed round)
+    seeds_per_arm: pd.DataFrame  # patch, arm, seeds, seed list
+
+    @property
+    def paragraphs(self) -> list[str]:
+        looks = self.design["looks"]
+        done = looks[self.rounds - 1] if self.rounds else 0
+        why = {"decided": "every comparison of the primary metric was decided",
+               "max_reached": f"it reached the maximum of {looks[-1]} seeds per arm",
+               "continue": "it has not finished (interrupted, or still running)"}[self.outcome]
+        return [
+            f"Adaptive seeds: {self.rounds} of up to {len(looks)} rounds ran ({done} seeds per arm planned; "
+            f"looks at {', '.join(map(str, looks))}). The sweep stopped because {why}: {self.reason}.",
+            f"Intervals for {self.design.get('primary', 'the primary metric')} are anytime-valid: "
+            f"{1 - self.design['alpha']:.0%} simultaneously over every look and the {self.design['family_size']} "
+            f"comparison(s) (group-sequential t with a Pocock-type boundary calibrated by simulation, nominal "
+            f"{self.design['nominal_alpha_per_look']:.3g} per look; Bonferroni across comparisons"
+            + (f"; 'no effect' means the interval lies within ±{self.design['min_effect']:g}"
+               if self.design.get("min_effect") else "") + "). They are wider than fixed-n intervals: that is the "
+            "price of deciding when to stop from the data."]
+
+    def section(self):
+        """The report section (analysis.render.Section)."""
+        from analysis.render import Section
+
+        return Section("Adaptive seeds: rounds and stopping", paragraphs=self.paragraphs,
+                       tables=[("Primary metric, anytime-valid intervals at the last look", self.comparisons),
+                               ("Seeds per arm (completed trials)", self.seeds_per_arm)])
+
+
+def _seeds_per_arm(runs: pd.DataFrame, sweep_run_id: str) -> pd.DataFrame:
+    from analysis.selection import status_problem
+
+    mine = runs[runs["sweep_run_id"] == sweep_run_id] if len(runs) else runs
+    if len(mine):
+        mine = mine[mine.apply(status_problem, axis=1).isna()]
+    rows = []
+    for (patch, sf), group in mine.groupby(["patch_size", "sf"], sort=True):
+        seeds = sorted(int(s) for s in group["seed"].dropna().unique())
+        rows.append({"patch": int(patch), "arm": "SF" if sf else "baseline", "seeds": len(seeds),
+                     "seed list": ", ".join(map(str, seeds))})
+    return pd.DataFrame(rows, columns=["patch", "arm", "seeds", "seed list"])
+
+
+def adaptive_summary(tracking_uri: str, sweep_run_id: str) -> AdaptiveSummary | None:
+    """What the report says about an adaptive sweep; None when the sweep run is not adaptive."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.artifacts import read_text
+    from analysis.runs import load_tables
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(sweep_run_id)
+    tags = run.data.tags
+    if DESIGN_TAG not in tags:
+        return None
+    design = json.loads(tags[DESIGN_TAG])
+    rounds = int(tags.get(ROUND_TAG, 0))
+    record = json.loads(read_text(tracking_uri, sweep_run_id, ROUND_ARTIFACT.format(rounds)) or "{}") \
+        if rounds else {}
+    comparisons = pd.DataFrame(
+        [{"comparison": c["name"], "estimate": c["estimate"], "ci_low": _num(c["ci_low"]),
+          "ci_high": _num(c["ci_high"]), "n": c["n"], "status": c["status"]}
+         for c in record.get("comparisons", [])],
+        columns=["comparison", "estimate", "ci_low", "ci_high", "n", "status"])
+    experiment = client.get_experiment(run.info.experiment_id).name
+    runs = load_tables([experiment], tracking_uri, with_history=False).runs
+    return AdaptiveSummary(rounds, tags.get(DECISION_TAG, "continue"), tags.get(REASON_TAG, "not analysed yet"),
+                           design, comparisons, _seeds_per_arm(runs, sweep_run_id))
+
+
+def _num(value) -> float:
+    return float(value) if value is not None else math.nan
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m analysis.adaptive", description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--sweep-run-id", required=True)
+    args = parser.parse_args()
+    summary = adaptive_summary(args.tracking_uri, args.sweep_run_id)
+    if summary is None:
+        raise SystemExit(f"sweep run {args.sweep_run_id} is not an adaptive sweep (no tag {DESIGN_TAG})")
+    print("\n\n".join(summary.paragraphs))
+    print(summary.comparisons.to_string(index=False))
+    print(summary.seeds_per_arm.to_string(index=False))
