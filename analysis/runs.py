@@ -134,7 +134,8 @@ def _row(run, experiments: dict[str, str], sweep_names: dict[str, str]) -> dict:
         "tokens": tokens,
         "image_size": image,
         "seed": _int_or_none(params.get("seed")),
-        "sf": {"True": True, "False": False}.get(enabled),
+        # str(bool) from our logger; "true"/"false" from a user's own script or a YAML-minded one
+        "sf": {"true": True, "false": False}.get(str(enabled).strip().lower()) if enabled is not None else None,
         "schedule": params.get("spectral.schedule"),
         "alpha": _float_or_nan(params.get("spectral.alpha")),
     }

@@ -217,6 +217,9 @@ def power_messages(comparison: Comparison) -> list[str]:
         need = int(need)
         more = f"run {need - n} more seed(s) in both arms" if need > n else (
             "this many pairs already ran, so the observed effect is likely smaller than assumed")
+        if need > 100 and effect_src == "the observed |Δ|":
+            more += (" (the observed effect is tiny next to the seed-to-seed spread; set analysis.min_effect to "
+                     "plan for the smallest effect that matters)")
         messages.append(f"{head}; to detect an effect of {effect} ({effect_src}) with 80% power at the 5% level "
                         f"(two-sided paired t, SD of paired differences {sd}) takes {need} seed pairs: {more}.")
     return messages

@@ -1,4 +1,5 @@
-"""analysis.bootstrap against exact resampling distributions, normal theory and its own error messages."""
+"""The bootstrap methods (still selectable by name, still importable from analysis.bootstrap) against exact
+resampling distributions, normal theory and their own error messages; the default is now Student-t."""
 import itertools
 import math
 import re
@@ -31,7 +32,8 @@ def test_expanded_interval_uses_the_t_matched_levels_of_the_exact_distribution()
     z = math.sqrt(n / (n - 1)) * stats.t.ppf(0.975, n - 1)  # Hesterberg's expansion, computed here directly
     tail = 100 * stats.norm.sf(z)
     lo, hi = _exact_percentiles(d, [tail, 100 - tail])
-    ci = paired_mean_ci(d, n_resamples=200_000, seed=1)
+    ci = paired_mean_ci(d, n_resamples=200_000, seed=1, method="expanded-percentile")
+    assert ci.method == "expanded-percentile" and np.isnan(ci.p_value)  # the bootstrap gives no p-value
     assert ci.low == pytest.approx(lo, abs=0.1) and ci.high == pytest.approx(hi, abs=0.1)
     plain = paired_mean_ci(d, seed=1, method="percentile")
     assert ci.low < plain.low and ci.high > plain.high
@@ -51,9 +53,10 @@ def test_expanded_interval_covers_a_null_effect_about_as_often_as_promised():
     assert plain < expanded
 
 
-def test_large_sample_interval_agrees_with_normal_theory():
+@pytest.mark.parametrize("method", ["t", "expanded-percentile", "BCa"])
+def test_large_sample_interval_agrees_with_normal_theory(method):
     d = np.random.default_rng(3).normal(0.7, 2.0, size=400)
-    ci = paired_mean_ci(d, seed=0)
+    ci = paired_mean_ci(d, seed=0, method=method)
     half = stats.norm.ppf(0.975) * d.std(ddof=1) / math.sqrt(d.size)
     assert ci.low == pytest.approx(d.mean() - half, abs=0.03)
     assert ci.high == pytest.approx(d.mean() + half, abs=0.03)
@@ -61,8 +64,9 @@ def test_large_sample_interval_agrees_with_normal_theory():
 
 def test_fixed_seed_is_reproducible_and_seed_matters():
     d = np.random.default_rng(0).normal(1.0, 1.0, 12)  # enough distinct resample means to tell seeds apart
-    assert paired_mean_ci(d, seed=5) == paired_mean_ci(d, seed=5)
-    assert paired_mean_ci(d, seed=5).low != paired_mean_ci(d, seed=6).low
+    assert paired_mean_ci(d, seed=5, method="percentile") == paired_mean_ci(d, seed=5, method="percentile")
+    assert paired_mean_ci(d, seed=5, method="percentile").low != paired_mean_ci(d, seed=6, method="percentile").low
+    assert paired_mean_ci(d, seed=5) == paired_mean_ci(d, seed=6)  # Student-t does not resample
 
 
 def test_fewer_than_two_pairs_is_undefined_not_invented():
@@ -73,9 +77,10 @@ def test_fewer_than_two_pairs_is_undefined_not_invented():
     assert none.n == 0 and math.isnan(none.estimate)
 
 
-def test_identical_differences_give_a_point_interval():
-    ci = paired_mean_ci([2.0, 2.0, 2.0])
-    assert (ci.low, ci.estimate, ci.high) == (2.0, 2.0, 2.0)
+@pytest.mark.parametrize("method", ["t", "percentile"])
+def test_identical_differences_give_a_point_interval(method):
+    ci = paired_mean_ci([2.0, 2.0, 2.0], method=method)
+    assert (ci.low, ci.estimate, ci.high) == (2.0, 2.0, 2.0) and ci.note == "all differences equal"
 
 
 def test_difference_of_means_matches_an_independent_numpy_bootstrap():
@@ -97,7 +102,7 @@ def test_difference_of_means_matches_an_independent_numpy_bootstrap():
 @pytest.mark.parametrize("kwargs, message", [
     ({"confidence": 1.5}, "confidence must lie in (0, 1), got 1.5"),
     ({"n_resamples": 10}, "n_resamples must be an int >= 100, got 10"),
-    ({"method": "studentized"}, "method must be one of"),
+    ({"method": "studentized"}, "method must be one of ('t', 'expanded-percentile'"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -109,3 +114,8 @@ def test_non_finite_or_nested_input_is_rejected():
         paired_mean_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="one-dimensional"):
         paired_mean_ci([[1.0, 2.0]])
+
+
+def test_two_sample_method_names_are_checked_separately():
+    with pytest.raises(ValueError, match=re.escape("method must be one of ('welch', 'expanded-percentile'")):
+        difference_of_means_ci([1.0, 2.0], [0.0, 1.0], method="t")

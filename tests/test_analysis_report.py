@@ -1,5 +1,6 @@
 """build_report end to end on a real MLflow store: files, contracts, MLflow logging and the CLI entry point."""
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +37,28 @@ def test_report_files_and_comparison_contract(demo):
     table = pd.read_csv(result.comparisons_path)
     assert list(table.columns[:9]) == CONTRACT
     assert not table.duplicated(["metric", "patch_size"]).any()  # one SF configuration: one row per pair
-    assert result.metrics[0] == "eval/fd_pixel" and result.verdict.startswith("SF lowers fd_pixel by")
+    # no analysis section in the logged spec: the held-out denoising loss is the default primary metric
+    assert result.metrics[0] == result.primary == "eval/denoise_loss"
+    assert result.primary_source == "default: the held-out denoising loss"
+    assert result.verdict.startswith("SF lowers denoise_loss at patch 8 (better): Δ ")
+    assert {"p_value", "p_signflip", "p_holm", "method", "sd_diff", "pairs_for_80pct_power"} <= set(table.columns)
+    assert set(table["method"]) == {"t"}
     html = result.html_path.read_text()
     assert result.verdict.split(" (")[0] in html and html.count("data:image/png;base64,") == len(result.figures)
     assert "<script" not in html and "src=\"http" not in html  # self-contained, nothing to fetch
     md = result.md_path.read_text()
     assert all(f"]({p.name})" in md for p in result.figures.values())
     assert set(pd.read_csv(out / "excluded.csv")["run_name"]) == {"p4-sf-s2"}
+    # the report names its method, the sign-flip floor and the primary/secondary split
+    assert "95% Student-t for the mean of the seed-paired differences; Welch for the coarse-vs-fine" in md
+    assert "with 3 pairs the sign-flip p can never be below 2/2^3 = 0.25" in md
+    assert "Primary metric: eval/denoise_loss (default: the held-out denoising loss)." in md
+    assert "The other metrics are secondary; their p-values are Holm-adjusted over" in md
+    assert "expanded-percentile" not in md and "bootstrap" not in md.split("## Search")[0]
+    # every interval that includes 0 gets a power plan under "What to run next"
+    open_rows = table[(table["ci_low"] <= 0) & (table["ci_high"] >= 0) & (table["n_pairs"] >= 2)
+                      & ~table["metric"].str.startswith("eval/denoise_loss_t")]
+    assert len(open_rows) and sum("with 80% power at the 5% level" in m for m in result.messages) == len(open_rows)
 
 
 def test_report_is_logged_on_the_sweep_run(demo):
@@ -59,7 +75,16 @@ def test_cli_main_prints_the_verdict_and_path(demo, tmp_path, capsys):
          "--metric", "eval/denoise_loss"])
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("SF lowers denoise_loss by") and f"report: {tmp_path / 'cli' / 'report.html'}" in out
+    assert out.startswith("SF lowers denoise_loss at patch 8") and f"report: {tmp_path / 'cli' / 'report.html'}" in out
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--experiment", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "cli2"), "--no-log",
+         "--primary", "eval/fd_pixel", "--method", "expanded-percentile"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SF lowers fd_pixel at patch 8")
+    md = (tmp_path / "cli2" / "report.md").read_text()
+    assert "Primary metric: eval/fd_pixel (set by --primary)." in md
+    assert "expanded-percentile bootstrap (Hesterberg 2015) for the mean of the seed-paired" in md
 
 
 def test_cli_errors_name_the_bad_value(demo, tmp_path, capsys):
@@ -82,4 +107,28 @@ def test_module_entry_point_runs_without_torch(demo, tmp_path):
             "runpy.run_module('analysis.report', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "SF lowers fd_pixel" in proc.stdout and (tmp_path / "m" / "report.html").is_file()
+    assert "SF lowers denoise_loss" in proc.stdout and (tmp_path / "m" / "report.html").is_file()
+
+
+def test_primary_and_min_effect_come_from_the_logged_spec(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = log_synthetic_sweep(uri, "declared", seeds=(0, 1, 2), effects={8: -6.0, 4: 0.0})
+    spec = {"name": "declared", "analysis": {"primary": "eval/fd_pixel", "min_effect": 3.0, "confidence": 0.9,
+                                             "method": "t"}}
+    MlflowClient(uri).log_text(sweep.sweep_run_id, json.dumps(spec), "spec/spec.json")
+    result = build_report(["declared"], uri, tmp_path / "out", log_to_mlflow=False,
+                          metrics=["eval/denoise_loss", "eval/fd_pixel"])
+    assert result.primary == result.metrics[0] == "eval/fd_pixel"
+    assert result.primary_source == "declared in the spec's analysis.primary"
+    assert result.comparison.confidence == 0.9 and "90% CI [" in result.verdict
+    table = result.comparison.comparisons
+    fd = table[table["metric"] == "eval/fd_pixel"]
+    assert (fd["power_effect"] == 3.0).all() and fd["pairs_for_80pct_power"].notna().all()
+    assert (table.loc[table["metric"] != "eval/fd_pixel", "power_effect"] != 3.0).all()  # other units: observed Δ
+    assert build_report(["declared"], uri, tmp_path / "o2", log_to_mlflow=False,
+                        primary="eval/is").primary == "eval/is"  # the argument wins over the spec
+    spec["analysis"]["primary"] = "eval/fid"
+    MlflowClient(uri).log_text(sweep.sweep_run_id, json.dumps(spec), "spec/spec.json")
+    with pytest.raises(ValueError, match=r"analysis.primary 'eval/fid' in the spec logged on sweep run \w+ was not "
+                                         r"logged by any run; available: .* \(override it with --primary\)"):
+        build_report(["declared"], uri, tmp_path / "o3", log_to_mlflow=False)
