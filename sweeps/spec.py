@@ -141,6 +141,17 @@ class Seeds(_Strict):
         return tuple(looks if looks[-1] == self.max else looks + [self.max])
 
 
+class Analysis(_Strict):
+    """How `specforce report` judges the sweep, declared before it runs: the primary metric the headline speaks
+    about (every other metric is secondary, Holm-adjusted), the smallest effect worth detecting (power planning),
+    the confidence level and the interval method (analysis/intervals.py)."""
+
+    primary: str = "eval/denoise_loss"
+    min_effect: float | None = Field(default=None, gt=0)  # in the primary metric's units
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    method: Literal["t", "expanded-percentile", "percentile", "basic", "BCa"] = "t"
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -152,6 +163,7 @@ class SweepSpec(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     search: Search | None = None
     seeds: Seeds | None = None  # adaptive seeds for the grid (instead of a `seed` list in it)
+    analysis: Analysis = Analysis()
 
     @field_validator("name")
     @classmethod
@@ -337,6 +349,10 @@ def validate_spec(spec: SweepSpec) -> None:
         raise SpecError(f"resources.workers: {r.workers} does not divide base.optim.batch_size {base.optim.batch_size}")
     if spec.seeds is not None:
         _validate_seeds(spec, base)
+    if spec.analysis.primary not in reported_metrics(base):
+        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+        raise SpecError(f"analysis.primary: {spec.analysis.primary!r} is never reported by these trials; they "
+                        f"report: {known}")
 
 
 def adaptive_primary(spec: SweepSpec) -> str:
