@@ -91,7 +91,7 @@ def plot_metric_vs_patch(values: Mapping[str, pd.DataFrame], path: str | Path) -
 
 
 def plot_gain_vs_tokens(comparisons: pd.DataFrame, path: str | Path) -> Path | None:
-    """Per metric: SF − baseline (mean paired delta) with its bootstrap CI against the token count."""
+    """Per metric: SF − baseline (mean paired delta) with its confidence interval against the token count."""
     table = comparisons[(comparisons["n_pairs"] > 0) & comparisons["tokens"].notna()]
     metrics = list(dict.fromkeys(table["metric"]))
     if not metrics:
@@ -105,7 +105,7 @@ def plot_gain_vs_tokens(comparisons: pd.DataFrame, path: str | Path) -> Path | N
                 err = np.vstack([group["delta"] - group["ci_low"], group["ci_high"] - group["delta"]])
                 label = ", ".join(x for x in (config, context) if x) or "SF − baseline"
                 ax.errorbar(group["tokens"][defined], group["delta"][defined], yerr=err[:, defined.to_numpy()],
-                            fmt="o-", color=SF, capsize=5, lw=1.8, ms=7, label=f"{label} (95% CI)")
+                            fmt="o-", color=SF, capsize=5, lw=1.8, ms=7, label=f"{label} (CI)")
                 if (~defined).any():
                     ax.scatter(group["tokens"][~defined], group["delta"][~defined], facecolors="white",
                                edgecolors=SF, s=50, zorder=3, label="1 pair: CI undefined")
@@ -150,7 +150,7 @@ def plot_bucket_gains(comparisons: pd.DataFrame, path: str | Path) -> Path | Non
         ax.set_xlabel("t bucket (0 = pure noise, 1 = data)")
         ax.set_ylabel("Δ denoise loss (SF − baseline)")
         ax.text(0.01, 0.97, "SF better ↓", transform=ax.transAxes, va="top", color="0.35", fontsize=9)
-        ax.set_title("Held-out denoising loss per t bucket: SF − baseline (95% CI)")
+        ax.set_title("Held-out denoising loss per t bucket: SF − baseline (CI)")
         ax.legend(loc="best")
         return _save(fig, path)
 

@@ -111,7 +111,8 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
     n_holm = int(table.loc[table["metric"] != primary, "p_value"].notna().sum())
     declared = f"Primary metric: {primary}" + (f" ({primary_source})" if primary_source else "") + "."
     if others:
-        holm = (f" Holm-adjusted over {n_holm} secondary comparisons (metrics × patch sizes, t buckets included)"
+        buckets = " (t buckets included)" if any(m.startswith(BUCKET_PREFIX) for m in metrics) else ""
+        holm = (f" Holm-adjusted over {n_holm} secondary comparisons (metrics × patch sizes){buckets}"
                 if n_holm else " not adjusted: the interval method gives no p-value")
         declared += f" The other metrics are secondary; their p-values are{holm}:"
     sections = [Section("Verdict", [sentence, *details(comparison, primary), method_statement(comparison), declared],

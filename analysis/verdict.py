@@ -4,9 +4,11 @@ Words follow the evidence: "SF lowers/raises <metric>" only when the interval ex
 effect"; "helps more with coarse/fine tokenization" only when the interaction's interval excludes 0. Secondary
 metrics follow their Holm-adjusted p-values (over every secondary metric x patch size). For example:
 
-    No clear effect of SF on denoise_loss at patch 8: Δ -0.10, 95% CI [-0.61, 0.41], 3 pairs; SF lowers
-    denoise_loss at patch 4 (better): Δ -0.54, 95% CI [-0.67, -0.41], 3 pairs; SF helps more with fine
-    tokenization: its gain is 0.44 larger at patch 4 than at patch 8 (95% CI [0.05, 0.83], Welch).
+    No clear effect of SF on denoise_loss at patch 8: Δ -0.10, 95% CI [-0.60, 0.40], 3 pairs; SF lowers
+    denoise_loss at patch 4 (better): Δ -0.54, 95% CI [-0.74, -0.34], 3 pairs; SF helps more with fine
+    tokenization: its gain is 0.44 larger at patch 4 than at patch 8 (95% CI [0.01, 0.87], Welch).
+
+(the store of `benchmarks/verdict_demo_store.py`, which mirrors the demo numbers of issue 9)
 
     python -c "from analysis import load_runs; from analysis.compare import compare_arms; \\
         from analysis.verdict import verdict; r = load_runs('demo', 'sqlite:///mlflow.db'); \\
@@ -118,8 +120,8 @@ def interaction_sentence(inter: pd.Series, confidence: float) -> str:
         lead = _favoured("fine", flip * inter["delta_fine"])
         return f"{lead}: its gain is {e} larger at {fine} than at {coarse} ({pct(confidence)} CI [{l}, {h}]{how})"
     e, l, h = fmt(est, lo, hi)
-    return (f"no clear difference between the gains at {coarse} and {fine}: gain at {coarse} minus gain at {fine} "
-            f"{e}, {pct(confidence)} CI [{l}, {h}]{how}")
+    return (f"no clear difference between the gains at {coarse} and {fine}: gain({coarse}) - gain({fine}) = {e}, "
+            f"{pct(confidence)} CI [{l}, {h}]{how}")
 
 
 def _capital(text: str) -> str:

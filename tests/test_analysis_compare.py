@@ -230,3 +230,29 @@ def test_classifier_accuracy_and_scores_are_higher_is_better():
     for metric in ("eval/fid", "eval/fd_pixel", "eval/fd_digitcnn", "eval/denoise_loss", "eval/spec_err_high",
                    "train/loss"):
         assert not higher_is_better(metric), metric
+
+
+def test_issue_demo_numbers_before_and_after(tmp_path):
+    """The store mirroring the demo of issue 9: the old default said "lowers" at patch 8; the new one does not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verdict_demo_store.py"
+    spec = importlib.util.spec_from_file_location("verdict_demo_store", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = load_runs("demo", module.build(tmp_path))
+    metrics = ["eval/denoise_loss", FD]
+    old = compare_arms(runs, metrics, method="expanded-percentile", interaction="expanded-percentile")
+    old_rows = _rows(old, "eval/denoise_loss")
+    assert (old_rows.loc[8, "ci_low"], old_rows.loc[8, "ci_high"]) == pytest.approx((-0.33, 0.03))  # [min, max]
+    assert _rows(old).loc[8, "ci_high"] == pytest.approx(-7.0)  # fd_pixel "-13 [-21, -7]"
+    new = compare_arms(runs, metrics)
+    rows = _rows(new, "eval/denoise_loss")
+    assert (rows.loc[8, "ci_low"], rows.loc[8, "ci_high"]) == pytest.approx((-0.596, 0.396), abs=1e-3)
+    assert _rows(new).loc[8, "ci_low"] < 0 < _rows(new).loc[8, "ci_high"]  # fd_pixel at patch 8: not significant
+    assert verdict(new, "eval/denoise_loss") == (
+        "No clear effect of SF on denoise_loss at patch 8: Δ -0.10, 95% CI [-0.60, 0.40], 3 pairs; SF lowers "
+        "denoise_loss at patch 4 (better): Δ -0.54, 95% CI [-0.74, -0.34], 3 pairs; SF helps more with fine "
+        "tokenization: its gain is 0.44 larger at patch 4 than at patch 8 (95% CI [0.01, 0.87], Welch).")
+    assert rows.loc[8, "pairs_for_80pct_power"] == 34 and rows.loc[8, "p_signflip"] == 1.0

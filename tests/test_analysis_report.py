@@ -132,3 +132,21 @@ def test_primary_and_min_effect_come_from_the_logged_spec(tmp_path):
     with pytest.raises(ValueError, match=r"analysis.primary 'eval/fid' in the spec logged on sweep run \w+ was not "
                                          r"logged by any run; available: .* \(override it with --primary\)"):
         build_report(["declared"], uri, tmp_path / "o3", log_to_mlflow=False)
+
+
+def test_spec_analysis_section_is_validated():
+    import yaml
+
+    from sweeps.spec import SpecError, spec_from_dict
+
+    tree = yaml.safe_load((ROOT / "sweeps" / "configs" / "demo.yaml").read_text())
+    assert spec_from_dict(tree).analysis.primary == "eval/denoise_loss"  # the default, which the demo reports
+    spec = spec_from_dict({**tree, "analysis": {"primary": "eval/fd_pixel", "min_effect": 2.0}})
+    assert spec.analysis.min_effect == 2.0 and spec.model_dump(mode="json")["analysis"]["primary"] == "eval/fd_pixel"
+    with pytest.raises(SpecError, match=r"analysis.primary: 'eval/fid' is never reported by these trials; they "
+                                        r"report: .*eval/denoise_loss"):
+        spec_from_dict({**tree, "analysis": {"primary": "eval/fid"}})
+    with pytest.raises(SpecError, match=r"analysis.min_effect: Input should be greater than 0 \(got -1\)"):
+        spec_from_dict({**tree, "analysis": {"min_effect": -1}})
+    with pytest.raises(SpecError, match=r"analysis.method: Input should be 't'"):
+        spec_from_dict({**tree, "analysis": {"method": "bootstrap"}})
