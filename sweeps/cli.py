@@ -11,6 +11,9 @@
     specforce ui
 
 Every command has --help. Defaults: MLflow store `sqlite:///<cwd>/mlflow.db`, Ray storage `<cwd>/ray_results`.
+A bad input is refused before any work starts with one line, `specforce <command>: <what>: <why> (got <value>)`, and
+exit code 2; `--debug` (or SPECFORCE_DEBUG=1) adds the traceback. Unexpected errors print a traceback and exit 1
+(sweeps/errors.py has the contract).
 """
 from __future__ import annotations
 
@@ -21,6 +24,38 @@ import pathlib
 import sys
 
 SHIPPED = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one refusal line naming the flag (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
+def tcp_port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a TCP port in 1..65535 (got {text!r})") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a TCP port in 1..65535 (got {text!r})")
+    return value
+
+
+def _cluster_is_here(address: str | None) -> bool:
+    """An embedded local Ray (no --address, not inside a Ray Job): trials run on this machine's files and devices."""
+    return not address and not os.environ.get("RAY_ADDRESS")
 
 
 def _add_common(p: argparse.ArgumentParser, storage: bool = True) -> None:
@@ -37,13 +72,27 @@ def _spec_path(text: str) -> pathlib.Path:
     return path
 
 
+def _load_spec(text: str):
+    from sweeps.spec import SpecError, load_spec
+
+    path = _spec_path(text)
+    if not path.exists():
+        shipped = ", ".join(sorted(p.name for p in SHIPPED.glob("*.yaml")))
+        raise SpecError(f"sweep spec {text!r}: does not exist (shipped specs: {shipped})")
+    return load_spec(path)
+
+
 # ---------------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     from trainers.config import dump_yaml, load_config
 
+    from sweeps.local_run import preflight_train
+
     overrides = dict(_parse_set(s) for s in args.set or [])
     cfg = load_config(args.config, overrides)
-    if args.dry_run:
+    if args.dry_run:  # the same checks as a real run, so "valid" means the run will start
+        preflight_train(cfg, pathlib.Path(args.out), tracking_uri=args.tracking_uri, experiment=args.experiment,
+                        run_name=args.run_name, dry_run=True)
         print(dump_yaml(cfg), end="")
         print(f"# valid: would train {cfg.model.preset} on {cfg.data.name} for {cfg.optim.total_images:,} images "
               f"-> {args.out}", file=sys.stderr)
@@ -59,17 +108,34 @@ def cmd_train(args) -> int:
 def _parse_set(text: str):
     import yaml
 
+    from trainers.config import ConfigError
+
     if "=" not in text:
-        raise SystemExit(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"--set: expects KEY=VALUE, e.g. model.patch_size=8 (got {text!r})")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    if not key.strip():
+        raise ConfigError(f"--set: the key before '=' is empty (got {text!r})")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({' '.join(str(err).split())}) "
+                          f"(got {value!r})") from None
 
 
 # ---------------------------------------------------------------------------------------------------- sweep
 def cmd_sweep(args) -> int:
-    from sweeps.spec import describe_trials, load_spec
+    from sweeps import tracking
+    from sweeps.preflight import check_spec_environment, check_storage
+    from sweeps.spec import describe_trials
 
-    spec = load_spec(_spec_path(args.spec))
+    spec = _load_spec(args.spec)
+    # refused here, before Ray or MLflow start; a remote cluster checks its own files and devices
+    here = _cluster_is_here(args.address)
+    # (a cluster's driver may start before its MLflow service answers: MLflow's own retries cover that case)
+    tracking.check_tracking_uri(args.tracking_uri, creates_store=True, reach=here)
+    check_storage(args.storage)
+    if here:
+        check_spec_environment(spec, num_cpus=args.num_cpus)
     if args.dry_run:
         import yaml
 
@@ -92,7 +158,12 @@ def cmd_sweep(args) -> int:
 # --------------------------------------------------------------------------------------------------- report
 def cmd_report(args) -> int:
     from analysis.report import main as report_main
+    from sweeps import tracking
+    from sweeps.preflight import check_out_dir
 
+    # a report reads a store: a missing sqlite file is refused, never created (with its folders) as an empty store
+    args.tracking_uri = tracking.check_tracking_uri(args.tracking_uri, creates_store=False)
+    check_out_dir(args.out or pathlib.Path("reports") / "+".join(args.experiment))
     return report_main(args)
 
 
@@ -103,8 +174,13 @@ def cmd_demo(args) -> int:
     from sweeps.runner import run_sweep
     from sweeps.spec import load_spec
 
-    spec = load_spec(_spec_path(args.spec))
-    uri = tracking.absolute_tracking_uri(args.tracking_uri)
+    from sweeps.preflight import check_out_dir, check_spec_environment, check_storage
+
+    spec = _load_spec(args.spec)
+    uri = tracking.check_tracking_uri(args.tracking_uri, creates_store=True)
+    check_storage(args.storage)
+    check_out_dir(args.out or f"reports/{spec.name}")
+    check_spec_environment(spec, num_cpus=args.num_cpus)
     storage = args.storage or str(pathlib.Path.cwd() / "ray_results")
     resume = (pathlib.Path(storage) / spec.name).exists()
     if resume:
@@ -125,11 +201,14 @@ def cmd_demo(args) -> int:
 # ------------------------------------------------------------------------------------------------------- ui
 def cmd_ui(args) -> int:
     from sweeps import tracking
+    from sweeps.errors import UserError
+    from sweeps.preflight import check_port
 
-    uri = tracking.absolute_tracking_uri(args.tracking_uri)
     if args.host not in ("127.0.0.1", "localhost") and not args.i_know_this_is_public:
-        raise SystemExit(f"--host {args.host}: the MLflow UI has no authentication; pass --i-know-this-is-public "
-                         "to expose it beyond this machine")
+        raise UserError("--host", "the MLflow UI has no authentication; pass --i-know-this-is-public to expose it "
+                        "beyond this machine", args.host)
+    uri = tracking.check_tracking_uri(args.tracking_uri, creates_store=True)
+    check_port(args.host, args.port)  # before the store is created: a refused ui leaves nothing behind
     tracking.prepare_store(uri)
     print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     exe = pathlib.Path(sys.executable).with_name("mlflow")
@@ -153,6 +232,7 @@ def cmd_eval(args) -> int:
 def cmd_submit(args) -> int:
     from sweeps.submit import submit
 
+    _load_spec(args.spec)  # a missing spec is named before the cluster is contacted
     job_id = submit(_spec_path(args.spec), address=args.address, tracking_uri=args.tracking_uri,
                     storage=args.storage, wait=args.wait, resume=args.resume)
     print(job_id)
@@ -167,8 +247,16 @@ def cmd_job(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="specforce", description=__doc__, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="specforce", description=__doc__, formatter_class=fmt)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a refused command "
+                        "(also SPECFORCE_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    debug = _Parser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite `specforce --debug train ...`
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of a refused command (also SPECFORCE_DEBUG=1)")
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[debug], **kw)  # every subcommand takes --debug
 
     p = sub.add_parser("train", help="train one run (no Ray) from a config YAML", formatter_class=fmt,
                        description="Train one model from a config. Re-running the same command resumes from "
@@ -193,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep without rerunning finished trials")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and every trial, validate, exit")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (ray://... or host:port)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
     _add_common(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -208,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
     p.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 if it failed")
     p.add_argument("--resume", action="store_true", help="pass --resume to the sweep on the cluster")
-    _add_common(p)
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the cluster can reach (an MLflow "
+                   "server's http:// URL; a sqlite file only when the cluster is this machine)")
+    p.add_argument("--storage", default=None, help="REQUIRED: Ray storage every node and a later --resume job can "
+                   "reach: s3://bucket/path, gs://bucket/path, or an absolute path all nodes mount (NFS)")
     p.set_defaults(func=cmd_submit)
 
     for name, text in (("status", "show a submitted job's status"), ("logs", "print a submitted job's logs"),
@@ -232,20 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Ray, then the report.\nRe-running continues an interrupted demo.")
     p.add_argument("--spec", default="demo.yaml", help="sweep spec (default: the shipped demo.yaml)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=tcp_port, default=5000)
     p.add_argument("--i-know-this-is-public", action="store_true", help=argparse.SUPPRESS)
     _add_common(p, storage=False)
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("eval", help="evaluate a finished run's EMA checkpoint (FID/IS, fd_*, spectra)")
     p.add_argument("checkpoint", help="ema.pt or checkpoint.pt written by a run")
-    p.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: the run's eval setting)")
+    p.add_argument("--num-samples", type=positive_int, default=None,
+                   help="samples to generate (default: the run's eval setting)")
     p.add_argument("--metrics", nargs="+", default=None, help="fd_pixel fid classifier spectrum (default: the run's)")
     p.add_argument("--inception-weights", default=None, help="local pt_inception-2015-12-05 weights file")
     p.set_defaults(func=cmd_eval)
@@ -253,19 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweeps.errors import debug_enabled, run_command
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sweeps.spec import SpecError
-    from trainers.config import ConfigError
-
-    try:
-        return int(args.func(args) or 0)
-    except (SpecError, ConfigError) as err:
-        print(f"specforce {args.command}: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    debug = bool(getattr(args, "debug", False)) or debug_enabled([])
+    return run_command(args.command, lambda: args.func(args), debug=debug)
 
 
 if __name__ == "__main__":

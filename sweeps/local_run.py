@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 from typing import Any
 
 import torch
@@ -71,39 +72,94 @@ class MlflowHooks(Hooks):
         self.client.set_terminated(self.run_id, "FAILED")
 
 
+def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: str | None, experiment: str,
+                    run_name: str | None = None, dry_run: bool = False) -> str | None:
+    """Everything `specforce train` can refuse, refused before it writes anything (no --out folder, no MLflow store
+    or run): output folder, a checkpoint there from another config, device, data (indexed, images verified),
+    Inception weights, tracking URI and names. Returns the absolute tracking URI (None for --no-mlflow)."""
+    from sweeps.preflight import check_out_dir, check_train_out
+    from trainers.config import check_environment
+
+    check_out_dir(out_dir)
+    check_train_out(cfg, out_dir)
+    uri = None
+    if tracking_uri != "none":
+        from sweeps import tracking
+        from sweeps.spec import validate_name
+
+        validate_name(experiment, "--experiment")
+        name = run_name or out_dir.absolute().name
+        if "'" in name or "`" in name:  # it is matched in an MLflow filter string to find a rerun's run
+            from sweeps.errors import UserError
+
+            raise UserError("--run-name" if run_name else "--out", "the MLflow run name may not contain quotes", name)
+        uri = tracking.check_tracking_uri(tracking_uri, creates_store=True)
+    check_environment(cfg)
+    if "fid" in cfg.eval.metrics or "is" in cfg.eval.metrics:
+        _check_inception(cfg, dry_run)
+    return uri
+
+
+def _check_inception(cfg: TrainConfig, dry_run: bool) -> None:
+    from trainers.config import ConfigError
+    from trainers.inception import resolve_inception_weights
+
+    try:  # a real run fetches missing weights now (as the evaluator would), before anything is written
+        resolve_inception_weights(cfg.eval.inception_weights, allow_download=not dry_run)
+    except FileNotFoundError as err:
+        if dry_run and cfg.eval.inception_weights is None:
+            print("# note: Inception weights are not cached; the run will try to download them", file=sys.stderr)
+            return
+        raise ConfigError(f"eval.metrics: fid/is need the Inception weights: {err}") from None
+
+
 def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: str | None, experiment: str,
                       run_name: str | None) -> dict[str, float]:
-    if tracking_uri == "none":
-        return Trainer(cfg, out_dir).run()
-    from sweeps import tracking
-    from sweeps.spec import validate_name
-
-    validate_name(experiment, "--experiment")
-    hooks = MlflowHooks(tracking.absolute_tracking_uri(tracking_uri), experiment, run_name or out_dir.name)
+    uri = preflight_train(cfg, out_dir, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
+    hooks = None
     try:
+        if uri is None:
+            return Trainer(cfg, out_dir).run()
+        hooks = MlflowHooks(uri, experiment, run_name or out_dir.absolute().name)
         return Trainer(cfg, out_dir, hooks).run()
-    except BaseException:
-        hooks.fail()
+    except BaseException as err:
+        if hooks is not None:
+            hooks.fail()
+        marked = f"; MLflow run {hooks.run_id} marked FAILED" if hooks is not None else ""
+        where = f"partial output in {out_dir}" if out_dir.exists() else "nothing was written"
+        print(f"train stopped ({type(err).__name__}): {where}{marked}; rerun the same command to resume from its "
+              "last checkpoint", file=sys.stderr, flush=True)
         raise
 
 
 def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, metrics: list[str] | None = None,
                         inception_weights: str | None = None) -> dict[str, Any]:
     """Sample from a saved run's weights and evaluate them with the same code the training loop uses."""
-    from trainers.checkpoint import load_checkpoint
+    from trainers.checkpoint import CheckpointError, load_checkpoint
+    from trainers.config import ConfigError, check_environment
 
     state = load_checkpoint(path)
     tree = dict(state["config"])
     ev = dict(tree.get("eval", {}))
-    if num_samples:
+    if num_samples is not None:  # 0 is a value to refuse, not "not given"
         ev["num_samples"] = num_samples
-    if metrics:
+    if metrics is not None:
         ev["metrics"] = metrics
-    if inception_weights:
+    if inception_weights is not None:
         ev["inception_weights"] = inception_weights
     ev["denoise_loss"] = True
     tree["eval"] = ev
-    cfg = config_from_dict(tree)
+    try:
+        cfg = config_from_dict(tree)
+    except ConfigError as err:
+        given = {"num_samples": "--num-samples", "metrics": "--metrics", "inception_weights": "--inception-weights"}
+        flag = next((f for k, f in given.items() if str(err).startswith(f"eval.{k}")), None)
+        if flag:
+            raise ConfigError(f"{flag} ({err})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: its config is not valid for this specforce ({err})") from None
+    check_environment(cfg)
+    if "fid" in cfg.eval.metrics or "is" in cfg.eval.metrics:
+        _check_inception(cfg, dry_run=False)
     trainer = Trainer(cfg, path.parent / f"eval-{path.stem}", resume_from=pathlib.Path("/nonexistent"),
                       cache_dir=path.parent.parent / ".cache")
     run = trainer.setup()

@@ -182,6 +182,9 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
                             "continue it, or choose another --storage / name")
     if resume and "://" not in storage and not sweep_dir.exists():
         raise SpecError(f"--resume: nothing to resume at {sweep_dir}")
+    from sweeps.fingerprint import check_or_record
+
+    check_or_record(spec, f"{storage.rstrip('/')}/{spec.name}", resume)  # refuses --resume with an edited spec
 
     t0 = time.time()
     client = tracking.prepare_store(tracking_uri)
@@ -240,10 +243,13 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         client.log_metric(parent, "sweep/errored", outcome.errored)
         client.set_terminated(parent, status="FINISHED" if outcome.errored == 0 else "FAILED")
         return outcome
-    except BaseException:
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"  # no run is left RUNNING
         for logger in loggers:
-            logger.close_all()
-        client.set_terminated(parent, status="KILLED")
+            logger.close_all(status)
+        client.set_terminated(parent, status=status)
+        print(f"sweep {spec.name!r} stopped ({type(err).__name__}); partial results in {sweep_dir} and MLflow run "
+              f"{parent} (marked {status}); rerun with --resume to continue", file=sys.stderr, flush=True)
         raise
 
 

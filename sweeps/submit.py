@@ -1,6 +1,7 @@
 """Submit a sweep spec to a Ray cluster as a Ray Job, and follow it.
 
-    specforce submit sweeps/configs/smoke.yaml --address http://127.0.0.1:8265 --tracking-uri http://127.0.0.1:5000
+    specforce submit sweeps/configs/smoke.yaml --address http://127.0.0.1:8265 --tracking-uri http://127.0.0.1:5000 \
+        --storage s3://bucket/specforce          # or an absolute path every node mounts (NFS); add --resume to continue
     specforce status raysubmit_XXXX --address http://127.0.0.1:8265
     specforce logs raysubmit_XXXX --address http://127.0.0.1:8265 --follow
     specforce stop raysubmit_XXXX --address http://127.0.0.1:8265
@@ -8,7 +9,9 @@
 The project travels in the job's runtime env (working_dir = the repo, without venvs, databases or results), and the
 entrypoint names the interpreter explicitly (`python -m sweeps.cli`): `ray job submit` runs the entrypoint with the
 head node's PATH (DESIGN.md §4). The sweep runs on the cluster as its own driver, so the tracking URI must be one the
-cluster can reach: an MLflow server URL, or a sqlite file only when the cluster is this machine.
+cluster can reach: an MLflow server URL, or a sqlite file only when the cluster is this machine. Likewise `--storage`
+is required and must be shared (s3://, gs://, or an absolute path all nodes mount): the default, a folder in the
+working dir, would be the job's temporary copy on the cluster, lost with the job (and with it `--resume`).
 """
 from __future__ import annotations
 
@@ -60,9 +63,10 @@ def _auth_headers() -> dict[str, str]:
 
 
 def check_tracking_uri(tracking_uri: str | None, address: str) -> str:
-    from sweeps.tracking import absolute_tracking_uri
+    from sweeps.tracking import check_tracking_uri as check_uri
 
-    uri = absolute_tracking_uri(tracking_uri)
+    # not asked for /health: the cluster, not this machine, must reach the server
+    uri = check_uri(tracking_uri, creates_store=True, reach=False)
     if uri.startswith("sqlite:") and not _is_local(address):
         raise SpecError(f"--tracking-uri {uri}: a local sqlite file cannot be reached from the remote cluster at "
                         f"{address}; run an MLflow server (platform/mlflow) and pass its http:// URL")
@@ -87,17 +91,48 @@ def _client(address: str):
                         "cluster uses token auth, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from None
 
 
+SHARED_STORAGE_HINT = ("pass shared storage every node and a later --resume job can reach: s3://bucket/path, "
+                       "gs://bucket/path, or an absolute path on a filesystem all nodes mount (NFS)")
+
+
+def check_job_storage(storage: str | None, address: str) -> str:
+    """A submitted sweep's Ray storage must outlive the job and be reachable from every node.
+
+    Without --storage (or with a relative path) the sweep's driver, which runs in the job's temporary working-dir
+    copy on the cluster, writes `ray_results/` there: checkpoints and the state `--resume` needs vanish with the job,
+    and workers on other machines cannot reach it."""
+    from sweeps.errors import UserError
+    from sweeps.preflight import check_storage
+
+    if not storage:
+        raise UserError("--storage", "required for a submitted sweep: by default the sweep's Ray storage would land "
+                        "in the job's temporary working-dir copy on the cluster and vanish with the job; "
+                        + SHARED_STORAGE_HINT, None)
+    if "://" not in storage and not os.path.isabs(storage):
+        raise UserError("--storage", "a relative path would resolve inside the job's temporary working dir on the "
+                        "cluster; " + SHARED_STORAGE_HINT, storage)
+    if "://" in storage or _is_local(address):  # a local cluster shares this machine's files: check them here
+        check_storage(storage)
+    return storage
+
+
 def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
            wait: bool = False, resume: bool = False) -> str:
     spec = load_spec(spec_path)  # validate locally before anything reaches the cluster
-    check_reachable(address)
-    uri = check_tracking_uri(tracking_uri, address)
     spec_rel = os.path.relpath(spec_path.resolve(), ROOT)
     if spec_rel.startswith(".."):
         raise SpecError(f"spec {spec_path}: must live inside the project ({ROOT}) so it travels with the job")
-    args = ["-m", "sweeps.cli", "sweep", spec_rel, "--tracking-uri", uri]
-    if storage:
-        args += ["--storage", storage]
+    storage = check_job_storage(storage, address)
+    check_reachable(address)
+    uri = check_tracking_uri(tracking_uri, address)
+    sweep_dir = pathlib.Path(storage) / spec.name
+    if resume and "://" not in storage and _is_local(address):  # refuse here what the job would refuse there
+        if not sweep_dir.exists():
+            raise SpecError(f"--resume: nothing to resume at {sweep_dir}")
+        from sweeps.fingerprint import check_resume
+
+        check_resume(spec, sweep_dir)
+    args = ["-m", "sweeps.cli", "sweep", spec_rel, "--tracking-uri", uri, "--storage", storage]
     if resume:
         args.append("--resume")
     python = os.environ.get("SPECFORCE_CLUSTER_PYTHON", sys.executable if _is_local(address) else "python")
@@ -114,7 +149,8 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
     if wait:
         status = wait_for(client, job_id)
         if status != "SUCCEEDED":
-            raise SystemExit(f"job {job_id} ended {status}")
+            raise SystemExit(f"specforce submit: job {job_id} ended {status}; its logs: specforce logs {job_id} "
+                             f"--address {address}")
     return job_id
 
 
@@ -138,6 +174,17 @@ def wait_for(client, job_id: str, timeout: float | None = None, stream: bool = T
 def job_command(command: str, job_id: str, *, address: str, follow: bool = False) -> int:
     check_reachable(address)
     client = _client(address)
+    try:
+        return _job_command(client, command, job_id, follow)
+    except RuntimeError as err:  # the SDK reports an unknown job id as RuntimeError("... status code 404 ...")
+        if "404" in str(err) or "does not exist" in str(err):
+            from sweeps.errors import UserError
+
+            raise UserError("JOB_ID", f"no such job on the cluster at {address}", job_id) from None
+        raise
+
+
+def _job_command(client, command: str, job_id: str, follow: bool) -> int:
     if command == "status":
         info = client.get_job_info(job_id)
         print(f"{job_id}: {info.status.value}  {info.message or ''}".rstrip())

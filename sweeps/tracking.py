@@ -41,14 +41,69 @@ def default_tracking_uri(cwd: pathlib.Path | None = None) -> str:
     return f"sqlite:///{((cwd or pathlib.Path.cwd()) / 'mlflow.db').resolve()}"
 
 
+# MLflow's tracking stores by URI scheme (database schemes may name a driver: postgresql+psycopg2://)
+KNOWN_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def absolute_tracking_uri(uri: str | None) -> str:
     if not uri:
         return default_tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{pathlib.Path(uri.removeprefix('sqlite:///')).resolve()}"
     if uri.startswith("file:"):
-        raise ValueError(f"--tracking-uri {uri!r}: the file: store is deprecated in MLflow 3 and raises; use "
-                         "sqlite:///path/mlflow.db or an http(s):// tracking server")
+        from sweeps.errors import UserError
+
+        raise UserError("--tracking-uri", "the file: store is deprecated in MLflow 3 and raises; use "
+                        "sqlite:///path/mlflow.db or an http(s):// tracking server", uri)
+    return uri
+
+
+def check_tracking_uri(uri: str | None, *, creates_store: bool, reach: bool = True, timeout: float = 5.0) -> str:
+    """The absolute form of `uri`, or a UserError before anything touches the store.
+
+    Scheme known; for sqlite, a reading command (`creates_store=False`) needs the file to exist and be an SQLite
+    database (else MLflow would silently create an empty store, folders included); an existing file is always
+    checked to be one. http(s) servers are asked for /health (`reach`) so a typo fails in seconds, not after
+    MLflow's minutes of retries.
+    """
+    from sweeps.errors import UserError
+
+    given = uri
+    uri = absolute_tracking_uri(uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in KNOWN_SCHEMES:
+        hint = " (a bare path is MLflow's deprecated file store; use sqlite:///path/mlflow.db)" if not scheme else ""
+        raise UserError("--tracking-uri", f"unknown tracking store scheme{hint}; known: "
+                        f"{', '.join(s + '://' for s in KNOWN_SCHEMES)}", given)
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise UserError("--tracking-uri", "a sqlite store is sqlite:///relative/path.db or "
+                            "sqlite:////absolute/path.db", given)
+        path = pathlib.Path(uri.removeprefix("sqlite:///"))
+        if path.exists():
+            if not path.is_file():
+                raise UserError("--tracking-uri", f"{path} is not a file", given)
+            with path.open("rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+            if head and head != _SQLITE_MAGIC:
+                raise UserError("--tracking-uri", f"{path} is not an SQLite database (an MLflow store)", given)
+        elif not creates_store:
+            raise UserError("--tracking-uri", f"no MLflow store at {path}; run a sweep or `specforce train` first, "
+                            "or pass the store's URI", given)
+    if scheme in ("http", "https") and reach:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                resp.read(64)
+        except urllib.error.HTTPError:
+            pass  # the server answered: reachable (an auth proxy or an older server without /health)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise UserError("--tracking-uri", f"MLflow server not reachable ({reason}); start it "
+                            "(platform/local/start.sh) or check the URL", given) from None
     return uri
 
 

@@ -174,6 +174,7 @@ class TrainConfig(_Frozen):
         # not inside a Ray worker; imported lazily because the registries import torch
         _check_preset(self.model.preset)
         _check_data(self.data)
+        _check_eval(self)
         return self
 
     def flat(self) -> dict[str, Any]:
@@ -323,6 +324,19 @@ def _check_data(data: DataConfig) -> None:
         raise ValueError(f"data.root: dataset {data.name!r} reads files and needs the folder holding them (got None)")
     if not cls.uses_root and data.root is not None:
         raise ValueError(f"data.root: dataset {data.name!r} reads no files; remove data.root (got {data.root!r})")
+
+
+def _check_eval(cfg: "TrainConfig") -> None:
+    # the evaluator refuses these too, but only after the run folder and MLflow run exist
+    from trainers.evaluation import CLASSIFIER_DATASETS
+
+    metrics = cfg.eval.metrics
+    if "classifier" in metrics and cfg.data.name not in CLASSIFIER_DATASETS:
+        raise ValueError(f"eval.metrics: 'classifier' needs a digit dataset ({', '.join(CLASSIFIER_DATASETS)}) "
+                         f"(got data.name {cfg.data.name!r})")
+    if ("fid" in metrics or "is" in metrics) and cfg.eval.num_samples < 10:
+        raise ValueError(f"eval.num_samples: the Inception Score (reported with fid) uses 10 splits, so at least 10 "
+                         f"samples (got {cfg.eval.num_samples})")
 
 
 def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:

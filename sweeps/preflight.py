@@ -1,0 +1,132 @@
+"""Pre-flight checks the CLI runs before any work starts: output paths, ports, storage, and a sweep's environment.
+
+    python -c "from sweeps.preflight import check_port; check_port('127.0.0.1', 5000)"
+
+Each check raises `sweeps.errors.UserError` (or ConfigError/SpecError for config keys) naming the flag or key, and
+writes nothing. What is checked where (the CLI decides which apply):
+
+- `check_out_dir`: --out (train, report, demo) must be a folder or creatable as one (no file in its place or above).
+- `check_storage`: --storage is a local folder (not a file) or a URI with a filesystem scheme Ray can write to.
+- `check_port`: `specforce ui --port` is free on its host (a bind test), so a taken port is refused instead of
+  uvicorn logging "Address already in use" and exiting 0.
+- `check_spec_environment`: every distinct config a sweep will train passes `trainers.config.check_environment`
+  (device, files, datasets index cleanly), and one trial fits the embedded Ray's CPUs and GPUs. Only when the Ray
+  cluster is this machine: a remote cluster's head and workers have their own files and devices.
+- `check_train_out`: `specforce train` refuses an --out whose checkpoint.pt was written by another config, before it
+  creates an MLflow run (the loop would refuse later, mid-way).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import urllib.parse
+from typing import Any
+
+from sweeps.errors import UserError
+
+# filesystem schemes pyarrow (Ray's storage layer) understands
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
+
+
+def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> pathlib.Path:
+    p = pathlib.Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(flag, "exists and is a file, not a folder", str(path))
+    for parent in p.absolute().parents:  # a file anywhere above it makes it impossible to create
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(flag, f"{parent} is a file, so the folder cannot be created", str(path))
+            if not os.access(parent, os.W_OK | os.X_OK) and not p.exists():
+                raise UserError(flag, f"{parent} is not writable", str(path))
+            break
+    return p
+
+
+def check_storage(storage: str | None, flag: str = "--storage") -> None:
+    if not storage:
+        return
+    if "://" in storage:
+        scheme = urllib.parse.urlparse(storage).scheme.lower()
+        if scheme not in STORAGE_SCHEMES:
+            raise UserError(flag, f"unknown storage scheme {scheme!r}; Ray storage is a folder or one of "
+                            f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}", storage)
+        return
+    check_out_dir(storage, flag)
+
+
+def check_port(host: str, port: int, flag: str = "--port") -> None:
+    if not 0 < port < 65536:
+        raise UserError(flag, "must be a TCP port in 1..65535", port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR, as uvicorn sets it: a port in TIME_WAIT is usable, a listening one is not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise UserError(flag, f"{host}:{port} is not available ({err.strerror or err}); another MLflow UI or "
+                            "server may be running there: choose another --port", port) from None
+
+
+def check_train_out(cfg, out_dir: pathlib.Path) -> None:
+    """Refuse an --out whose checkpoint.pt belongs to another config (the resume would be refused mid-way)."""
+    from trainers.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    ckpt = out_dir / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        return
+    state = load_checkpoint(ckpt)
+    if state["config"] != cfg.model_dump(mode="json"):
+        from sweeps.fingerprint import changed_keys
+        from trainers.config import flatten
+
+        changes = changed_keys(flatten(state["config"]), cfg.flat())
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        raise UserError("--out", f"{ckpt} was written by a different config ({shown or 'schema changed'}); "
+                        "use a new --out or the same config to resume", str(out_dir))
+
+
+def _trial_configs(spec) -> list[tuple[str, Any]]:
+    """(label for messages, config) of the base and every planned trial; a message reads `<label><key>: ...`."""
+    import json
+
+    from sweeps.spec import base_config, baseline_plans, grid_plans
+
+    configs = [("base.", base_config(spec))]
+    if spec.grid:
+        configs += [(f"grid trial {json.dumps(p.overrides)}: ", p.config) for p in grid_plans(spec)]
+    if spec.search and spec.search.baselines:
+        configs += [(f"baseline trial {json.dumps(p.overrides)}: ", p.config) for p in baseline_plans(spec)]
+    return configs
+
+
+def check_spec_environment(spec, *, num_cpus: int | None = None) -> None:
+    """Every distinct trial config passes check_environment here, and one trial fits the embedded Ray."""
+    from sweeps.spec import SpecError
+    from trainers.config import ConfigError, check_environment
+
+    seen = set()
+    for label, cfg in _trial_configs(spec):
+        # configs differing only in model/optim/spectral share their environment: check each distinct one once
+        key = (cfg.device, cfg.eval.inception_weights, cfg.data.model_dump_json(),
+               bool(cfg.eval.metrics or cfg.eval.denoise_loss))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_environment(cfg)
+        except ConfigError as err:
+            raise SpecError(f"{label}{err}") from None
+    r = spec.resources
+    cpus = num_cpus or os.cpu_count() or 1
+    if r.workers * r.cpus_per_worker > cpus:
+        raise SpecError(f"resources: one trial needs {r.workers * r.cpus_per_worker:g} CPUs ({r.workers} workers x "
+                        f"{r.cpus_per_worker:g}) but the embedded Ray has {cpus} (--num-cpus or this machine)")
+    if r.use_gpu is True or r.gpus_per_worker > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            what = "resources.use_gpu" if r.use_gpu is True else "resources.gpus_per_worker"
+            got = r.use_gpu if r.use_gpu is True else r.gpus_per_worker
+            raise SpecError(f"{what}: this machine has no CUDA GPU for the embedded Ray (got {got!r})")
