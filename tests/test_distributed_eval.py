@@ -1,4 +1,4 @@
-"""Two gloo processes on CPU give the same metrics as one process on the same samples."""
+"""Two gloo processes on CPU give the same metrics (KID included: features gathered in global order) as one process."""
 import pickle
 
 import numpy as np
@@ -23,7 +23,7 @@ def _worker(rank, world, init_file, cache_dir, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         ds = build_dataset("digits", image_size=8, split="test")
-        ev = Evaluator(("fd_pixel", "spectrum"), ds, N, 20, "cpu", cache_dir, rank=rank, world_size=world)
+        ev = Evaluator(("fd_pixel", "spectrum", "kid"), ds, N, 20, "cpu", cache_dir, rank=rank, world_size=world)
         ev.prepare()
         start, end = _share(N, rank, world)
         x = _samples()
@@ -52,7 +52,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "cache"), str(tmp_path)), nprocs=2)
     out = [pickle.load(open(tmp_path / f"rank{r}.pkl", "rb")) for r in range(2)]
     ds = build_dataset("digits", image_size=8, split="test")
-    ev = Evaluator(("fd_pixel", "spectrum"), ds, N, 20, "cpu", tmp_path / "cache1")
+    ev = Evaluator(("fd_pixel", "spectrum", "kid"), ds, N, 20, "cpu", tmp_path / "cache1")
     ev.prepare()
     single = ev.evaluate_batches([(_samples(), None)], N).metrics
     for r in range(2):  # rank 1 receives rank 0's numbers by broadcast

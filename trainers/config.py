@@ -132,7 +132,7 @@ class EvalConfig(_Frozen):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = ("fd_pixel", "fid", "is", "classifier", "spectrum")
+        known = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
         for m in v:
             if m not in known:
                 raise ValueError(f"unknown metric {m!r}; known: {', '.join(known)}")
@@ -143,6 +143,9 @@ class TrainConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     spectral: SpectralConfig = SpectralConfig()
+        if "kid" in v and not {"fd_pixel", "fid", "classifier"} & set(v):
+            raise ValueError(f"'kid' is computed on the features of fd_pixel, fid or classifier: list at least one "
+                             f"of them with it (got {list(v)})")
     flow: FlowConfig = FlowConfig()
     optim: OptimConfig = OptimConfig()
     sample: SampleConfig = SampleConfig()

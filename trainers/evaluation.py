@@ -21,6 +21,11 @@ Metrics (keys without the "eval/" prefix; the train loop adds it):
               accuracy), cls_score_digitcnn (exp E KL(p(y|x) || p(y)), one split), cls_label_acc_digitcnn (share of
               samples classified as the label they were generated for)
   spectrum    spec_err_low|mid|high (trainers/spectra.py); artifact "spectra" with the full curves
+  kid         the unbiased kernel distance (trainers/kid.py) on the features of every FD metric requested with it:
+              fd_pixel -> kid_pixel, fid -> kid (Inception), classifier -> kid_digitcnn; each with `_std` (SD over
+              subsets) and `_floor` (the same measure between the two real sets). Unlike an FD it is not biased
+              upward at small n: real-vs-real scores 0 on average, so arms that an FD cannot tell from its floor can
+              differ here. Needs the features themselves (kept in memory, gathered on rank 0, cached for references).
 
 Reference and floor (DESIGN.md §4). The reference set R is min(num_samples, len(dataset)) images of `dataset`, drawn
 with a fixed permutation (REFERENCE_SEED, independent of the run seed, so every run of a sweep shares it). The floor
@@ -60,12 +65,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.kid import SUBSET_SIZE as KID_SUBSET_SIZE
+from trainers.kid import kernel_distance
 from trainers.metrics import FeatureStats, InceptionScoreStats, StatsCache, frechet_distance, stats_sha256
 from trainers.spectra import SpectrumStats, spectral_errors
 
 __all__ = ["KNOWN_METRICS", "EvalResult", "Evaluator", "evaluate_images", "check_images", "result_to_json"]
 
-KNOWN_METRICS = ("fd_pixel", "fid", "is", "classifier", "spectrum")
+KNOWN_METRICS = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
+FEATURE_METRICS = ("fd_pixel", "fid", "classifier")  # the metrics whose features KID reuses
 CLASSIFIER_DATASETS = ("mnist", "digits")
 REFERENCE_SEED = 0
 MAX_PIXEL_DIM = 8192  # fd_pixel needs a D x D covariance and two D x D eigendecompositions
@@ -155,6 +163,20 @@ class _Accumulator:
             self.label_hits = torch.zeros(2, dtype=torch.float64)  # (hits, labelled samples)
         self.isc = InceptionScoreStats(total, 1008) if with_is and ex.inception is not None else None
         self.spectrum = SpectrumStats(ev.image_size) if "spectrum" in ev.metrics else None
+        # KID needs the features themselves: (global index, float32 rows) per FD metric, gathered on rank 0
+        self.bank: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = (
+            {m: [] for m in self.fd} if "kid" in ev.metrics else None)
+
+    def _keep(self, metric: str, features: torch.Tensor, indices: torch.Tensor) -> None:
+        if self.bank is not None:
+            self.bank[metric].append((indices.clone(), features.detach().to("cpu", torch.float32)))
+
+    def features(self, metric: str) -> np.ndarray:
+        """All kept features of one FD metric in global sample order (after all_reduce: every rank's rows)."""
+        assert self.bank is not None
+        rows = self.bank[metric]
+        idx = torch.cat([i for i, _ in rows])
+        return torch.cat([f for _, f in rows])[torch.argsort(idx)].numpy()
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, labels: torch.Tensor | None, start: int) -> None:
@@ -162,10 +184,12 @@ class _Accumulator:
         indices = torch.arange(start, start + n)
         if "fd_pixel" in self.fd:
             self.fd["fd_pixel"].update(images.flatten(1))
+            self._keep("fd_pixel", images.flatten(1), indices)
         if ex.inception is not None:
             out = ex.inception(images)
             if "fid" in self.fd:
                 self.fd["fid"].update(out["2048"])
+                self._keep("fid", out["2048"], indices)
             if self.isc is not None:
                 self.isc.update(out["logits_unbiased"], indices)
         if ex.classifier is not None:
@@ -175,6 +199,7 @@ class _Accumulator:
             feats = ex.classifier.features(x)
             logits = ex.classifier.fc2(feats)
             self.fd[f"fd_{CLASSIFIER_NAME}"].update(feats)
+            self._keep(f"fd_{CLASSIFIER_NAME}", feats, indices)
             self.cls.update(logits, indices)
             if labels is not None:
                 labelled = labels < self.ev.num_classes  # the null class has no label to agree with
@@ -195,6 +220,11 @@ class _Accumulator:
             _all_reduce_([self.label_hits])
         if self.spectrum is not None:
             self.spectrum.all_reduce()
+        dist = _dist()
+        if self.bank is not None and dist is not None and self.ev.world_size > 1:
+            gathered: list[Any] = [None] * self.ev.world_size
+            dist.all_gather_object(gathered, self.bank)
+            self.bank = {m: [row for bank in gathered for row in bank[m]] for m in self.bank}
 
 
 class Evaluator:
@@ -215,6 +245,9 @@ class Evaluator:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+        if "kid" in metrics and not any(m in metrics for m in FEATURE_METRICS):
+            raise ValueError(f"metric 'kid' is computed on the features of {', '.join(FEATURE_METRICS)}: request at "
+                             f"least one of them with it, got {metrics!r}")
         if ("is" in metrics or "fid" in metrics) and num_samples < 10:
             raise ValueError(f"the Inception Score (also reported with fid) uses 10 splits: num_samples must be "
                              f">= 10, got {num_samples}")
@@ -386,6 +419,9 @@ class Evaluator:
                 keys[(role, metric)] = StatsCache.key(role=role, dataset=ident, n=len(idx), extractor=ex_name,
                                                       weights_sha256=sha)
                 loaded[(role, metric)] = self.cache.get(keys[(role, metric)], self._dim(metric))
+                if "kid" in self.metrics:
+                    p = self._features_path(keys[(role, metric)])
+                    loaded[(role, f"features:{metric}")] = np.load(p) if p.is_file() else None
             if "spectrum" in self.metrics:
                 keys[(role, "spectrum")] = StatsCache.key(role=role, dataset=ident, n=len(idx), extractor="fft-radial")
                 p = self._spectrum_path(keys[(role, "spectrum")])
@@ -400,8 +436,14 @@ class Evaluator:
                 fmu, fsigma, _ = loaded[("floor", metric)]
                 floor = frechet_distance(fmu, fsigma, mu, sigma)
             self.cache_events[metric] = meta.get("event", "hit")
+            kid_ref = loaded.get(("reference", f"features:{metric}"))
+            kid_floor = None
+            if kid_ref is not None and floor_ds is not None:
+                floor_feats = loaded[("floor", f"features:{metric}")]
+                kid_floor = kernel_distance(floor_feats, kid_ref, subset_size=kid_subset_size(len(floor_feats),
+                                                                                             len(kid_ref)))
             self.references[metric] = {
-                "mu": mu, "sigma": sigma, "floor": floor,
+                "mu": mu, "sigma": sigma, "floor": floor, "features": kid_ref, "kid_floor": kid_floor,
                 "provenance": {"extractor": ex_name, "weights_sha256": sha, "reference_sha256": meta["sha256"],
                                "reference_num_samples": len(ref_idx), "floor_num_samples": len(floor_idx),
                                "floor_source": floor_source},
@@ -425,6 +467,16 @@ class Evaluator:
     def _spectrum_path(self, key: str) -> pathlib.Path:
         return self.cache.root / "reference_stats" / f"{key}.spectrum.npy"
 
+    def _features_path(self, key: str) -> pathlib.Path:
+        return self.cache.root / "reference_stats" / f"{key}.features.npy"
+
+    @staticmethod
+    def _save_npy(path: pathlib.Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npy")
+        np.save(tmp, array)
+        tmp.replace(path)  # atomic, as the stats files
+
     def _compute_real(self, role, dataset, indices, keys, loaded) -> None:
         todo = [m for (r, m), v in loaded.items() if r == role and v is None]
         if not todo:
@@ -440,11 +492,13 @@ class Evaluator:
         for metric in todo:
             if metric == "spectrum":
                 spec = acc.spectrum.spectrum()
-                p = self._spectrum_path(keys[(role, metric)])
-                p.parent.mkdir(parents=True, exist_ok=True)
-                np.save(p.with_name(p.name + ".tmp.npy"), spec)
-                p.with_name(p.name + ".tmp.npy").replace(p)
+                self._save_npy(self._spectrum_path(keys[(role, metric)]), spec)
                 loaded[(role, metric)] = spec
+                continue
+            if metric.startswith("features:"):
+                feats = acc.features(metric.removeprefix("features:"))
+                self._save_npy(self._features_path(keys[(role, metric.removeprefix("features:"))]), feats)
+                loaded[(role, metric)] = feats
                 continue
             st = acc.fd[metric]
             with warnings.catch_warnings():
@@ -546,6 +600,16 @@ class Evaluator:
             if ref["floor"] is not None:
                 metrics[f"{metric}_floor"] = ref["floor"]
             prov[metric] = {**ref["provenance"], "num_samples": st.count}
+            if acc.bank is not None:
+                name = kid_name(metric)
+                feats = acc.features(metric)
+                kid = kernel_distance(feats, ref["features"],
+                                      subset_size=kid_subset_size(len(feats), len(ref["features"])))
+                metrics[name], metrics[f"{name}_std"] = kid.mean, kid.std
+                if ref["kid_floor"] is not None:
+                    metrics[f"{name}_floor"] = ref["kid_floor"].mean
+                prov[name] = {**ref["provenance"], "num_samples": st.count, "estimator": "unbiased MMD^2, cubic "
+                              "polynomial kernel", "subsets": kid.subsets, "subset_size": kid.subset_size}
         if acc.isc is not None:
             metrics["is"], metrics["is_std"] = acc.isc.score()
             ex = self.extractors.inception
@@ -578,6 +642,17 @@ class Evaluator:
         if bad:
             raise ValueError(f"non-finite metric values: {bad}")
         return metrics, prov, artifacts
+
+
+def kid_subset_size(n1: int, n2: int) -> int:
+    """torch-fidelity's 1,000, or half the smaller set when that is smaller: subsets of the whole set would all be
+    the same rows, and their SD (`kid_*_std`) would be 0 instead of the spread of half-size estimates."""
+    return max(2, min(KID_SUBSET_SIZE, min(n1, n2) // 2))
+
+
+def kid_name(fd_metric: str) -> str:
+    """The KID key that goes with an FD key: fid -> kid (Inception), fd_pixel -> kid_pixel, fd_<x> -> kid_<x>."""
+    return "kid" if fd_metric == "fid" else "kid_" + fd_metric.removeprefix("fd_")
 
 
 def evaluate_images(images, dataset, metrics: Iterable[str], *, labels: torch.Tensor | None = None,
