@@ -74,6 +74,36 @@ def analyse_look(runs: pd.DataFrame, sweep_run_id: str, metric: str, design: Des
 
 
 # ------------------------------------------------------------------------------------------------ the report
+CONFSEQ = "confseq"
+
+
+def design_from_dict(design: dict) -> Design:
+    """The Design recorded in the sweep's `specforce.adaptive.design` tag (the calibration is deterministic)."""
+    return Design(tuple(design["looks"]), alpha=design["alpha"], family_size=design["family_size"],
+                  min_effect=design.get("min_effect"), boundary=design.get("boundary", "pocock"))
+
+
+def register_confseq(design: dict | Design) -> str:
+    """Register the sweep's anytime-valid interval as the paired method "confseq" of analysis.intervals, so that
+    `compare_arms(..., method="confseq")` shows, for every metric's per-patch delta, intervals valid at the
+    data-dependent stopping time. Returns the method name. (It has no two-sample form: compare_arms's interaction
+    rows then use Welch; the adaptive section shows the anytime-valid interaction.)"""
+    from dataclasses import replace
+
+    from analysis.intervals import register_method
+    from analysis.sequential import sequential_interval
+
+    d = design if isinstance(design, Design) else design_from_dict(design)
+
+    def paired(values, confidence, **_options):
+        if abs(confidence - d.confidence) > 1e-9:
+            raise ValueError(f"confidence {confidence} differs from the adaptive design's {d.confidence}")
+        return replace(sequential_interval(values, d), method=CONFSEQ)
+
+    register_method(CONFSEQ, "anytime-valid group-sequential t", paired=paired)
+    return CONFSEQ
+
+
 @dataclass(frozen=True)
 class AdaptiveSummary:
     rounds: int

@@ -94,7 +94,8 @@ class AdaptiveRounds:
         for r in range(done + 1, len(looks) + 1):
             seeds = round_seeds(self.spec, r)
             started = time.time()
-            print(f"[round {r}/{len(looks)}] seeds {seeds[0]}-{seeds[-1]} -> {looks[r - 1]} per arm", flush=True)
+            which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+            print(f"[round {r}/{len(looks)}] {which} -> {looks[r - 1]} per arm", flush=True)
             yield phase_name(r), round_param_space(self.spec, r)
             self.decision = self._analyse(r)
             self._record(r, time.time() - started)

@@ -133,3 +133,20 @@ def test_family_from_pairs_builds_patch_deltas_and_seed_matched_interactions():
     np.testing.assert_array_equal(family["patch 8"], [-3.0, -2.0, -4.0])
     np.testing.assert_array_equal(family["interaction patch 8 − patch 4"], [-2.0, -3.5])  # seeds 0 and 2 only
     assert family_size(1, 2) == 3 and family_size(2, 3) == 12 and family_size(1, 1) == 1
+
+
+def test_confseq_method_in_the_interval_registry_gives_the_designs_interval():
+    from analysis.adaptive import register_confseq
+    from analysis.intervals import paired_mean_ci
+
+    design = Design(DEMO_LOOKS, 0.05, family_size=3)
+    name = register_confseq(design.as_dict())
+    d = [-0.3, -0.1, -0.25, -0.2, -0.15]
+    got = paired_mean_ci(d, method=name)
+    want = sequential_interval(d, design)
+    assert (got.low, got.high, got.method) == (want.low, want.high, "confseq")
+    half = design.critical_value(5) * np.std(d, ddof=1) / math.sqrt(5)
+    assert got.high - got.low == pytest.approx(2 * half)
+    assert half > stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)  # wider than the fixed-n interval
+    with pytest.raises(ValueError, match="confidence 0.9 differs from the adaptive design's 0.95"):
+        paired_mean_ci(d, method=name, confidence=0.9)
