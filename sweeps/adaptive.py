@@ -28,7 +28,10 @@ from mlflow.entities import Metric, RunTag
 from analysis.adaptive import (DECISION_TAG, DESIGN_TAG, REASON_TAG, ROUND_ARTIFACT, ROUND_TAG, analyse_look,
                                family_size)
 from analysis.sequential import Decision, Design
-from sweeps.spec import SweepSpec, adaptive_primary, base_config, round_plans, round_seeds
+from sweeps.spec import SpecError, SweepSpec, adaptive_primary, base_config, round_plans, round_seeds
+
+
+DESIGN_KEYS = ("looks", "alpha", "family_size", "min_effect", "boundary", "primary")
 
 
 def phase_name(round_index: int) -> str:
@@ -78,8 +81,16 @@ class AdaptiveRounds:
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         looks = self.design.looks
-        self.client.set_tag(self.parent, DESIGN_TAG, json.dumps({**self.design.as_dict(), "primary": self.primary}))
         tags = self.client.get_run(self.parent).data.tags if self.resume else {}
+        design = {**self.design.as_dict(), "primary": self.primary}
+        if DESIGN_TAG in tags:  # the stopping rule must not change between looks (analysis.* is not fingerprinted)
+            recorded = json.loads(tags[DESIGN_TAG])
+            changed = [f"{k}: {recorded.get(k)!r} -> {design[k]!r}" for k in DESIGN_KEYS if recorded.get(k) != design[k]]
+            if changed:
+                raise SpecError(f"--resume: the adaptive design of sweep {self.spec.name!r} changed "
+                                f"({'; '.join(changed)}); its stopping rule cannot change between looks: restore the "
+                                "spec's analysis section, or start a new sweep (another name or --storage)")
+        self.client.set_tag(self.parent, DESIGN_TAG, json.dumps(design))
         done = int(tags.get(ROUND_TAG, 0))
         if done and tags.get(DECISION_TAG) != "continue":
             print(f"[adaptive] already stopped after round {done} ({tags.get(DECISION_TAG)}): "

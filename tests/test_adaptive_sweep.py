@@ -74,7 +74,7 @@ def test_dry_run_shows_the_rounds_of_the_shipped_adaptive_demo(tmp_path):
     ({"seeds": {"start": 3, "step": 2, "max": 12, "stop": "never"}}, "seeds.stop: Input should be 'decided'"),
     ({"base": {"model": {"preset": "jit-tiny"}, "data": {"name": "grf", "image_size": 32},
                "eval": {"denoise_loss": False}}},
-     "seeds: the primary metric 'eval/denoise_loss' is never reported by these trials"),
+     "'eval/denoise_loss' is never reported by these trials"),
     ({"search": {"space": {"spectral.alpha": {"type": "float", "low": 0.5, "high": 4.0}}}},
      "seeds: adaptive seeds apply to a grid; a spec with a 'search' section cannot have them"),
 ])
@@ -169,3 +169,35 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
     assert summary.comparisons[["comparison", "n", "status"]].to_dict("records") == [
         {"comparison": "patch 8", "n": 3, "status": "undecided"}]
     assert "it reached the maximum of 3 seeds per arm" in summary.paragraphs[0]
+
+
+def _parent(tmp_path, spec):
+    from sweeps import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.prepare_store(uri)
+    exp = tracking.get_or_create_experiment(client, spec.name)
+    return client, uri, tracking.start_parent_run(client, exp, spec.name, {}, False, run_name="x")
+
+
+def test_resume_refuses_a_changed_design_and_skips_a_decided_sweep(tmp_path, capsys):
+    from sweeps.adaptive import DESIGN_TAG, AdaptiveRounds
+
+    spec = spec_from_dict(_tree())
+    client, uri, parent = _parent(tmp_path, spec)
+    first = AdaptiveRounds(spec, client=client, parent_run_id=parent, tracking_uri=uri, resume=False)
+    phase, space = next(iter(first))  # records the design, then hands round 1 to run_sweep
+    assert phase == "grid-r1" and len(space["plan"]["grid_search"]) == 12
+    assert json.loads(client.get_run(parent).data.tags[DESIGN_TAG])["family_size"] == 3
+
+    edited = spec_from_dict(_tree(analysis={"min_effect": 0.05}))
+    with pytest.raises(SpecError, match=r"--resume: the adaptive design of sweep 'a' changed \(min_effect: None -> "
+                                        r"0.05\); its stopping rule cannot change between looks"):
+        next(iter(AdaptiveRounds(edited, client=client, parent_run_id=parent, tracking_uri=uri, resume=True)))
+
+    for key, value in (("specforce.adaptive.round", "2"), ("specforce.adaptive.decision", "decided"),
+                       ("specforce.adaptive.reason", "every comparison decided: effect in patch 8")):
+        client.set_tag(parent, key, value)
+    resumed = AdaptiveRounds(spec, client=client, parent_run_id=parent, tracking_uri=uri, resume=True)
+    assert list(resumed) == []  # a decided sweep runs no further round
+    assert "[adaptive] already stopped after round 2 (decided): every comparison decided" in capsys.readouterr().out
