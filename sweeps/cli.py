@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.errors import debug_enabled, run_command
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named after the subcommand that refused them, like every other refusal
+        parser.exit(2, f"specforce {args.command}: unrecognized arguments: {' '.join(extra)} "
+                       f"(see specforce {args.command} --help)\n")
     debug = bool(getattr(args, "debug", False)) or debug_enabled([])
     return run_command(args.command, lambda: args.func(args), debug=debug)
 

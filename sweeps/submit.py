@@ -123,8 +123,8 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
     if spec_rel.startswith(".."):
         raise SpecError(f"spec {spec_path}: must live inside the project ({ROOT}) so it travels with the job")
     storage = check_job_storage(storage, address)
+    uri = check_tracking_uri(tracking_uri, address)  # before the network: refusals that need none come first
     check_reachable(address)
-    uri = check_tracking_uri(tracking_uri, address)
     sweep_dir = pathlib.Path(storage) / spec.name
     if resume and "://" not in storage and _is_local(address):  # refuse here what the job would refuse there
         if not sweep_dir.exists():

@@ -100,13 +100,17 @@ def verify_images(paths: list[str], dataset: str, root: str) -> None:
                          "them (or pass option verify: false to find them only when read)")
 
 
+class ImageReadError(ValueError):
+    """An indexed image cannot be decoded when it is read (it broke after indexing, or verify could not tell)."""
+
+
 def load_rgb(path: str, size: int, dataset: str) -> torch.Tensor:
     """One file -> float32 [3, size, size] in [-1, 1], ADM centre-cropped."""
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")  # forces the full decode inside the try
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{dataset}: cannot read image {path!r}: {e}") from e
+        raise ImageReadError(f"{dataset}: cannot read image {path!r}: {e}") from e
     array = np.asarray(adm_center_crop(image, size), dtype=np.uint8)
     return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
