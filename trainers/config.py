@@ -38,6 +38,10 @@ class ModelConfig(_Frozen):
     preset: str = "jit-tiny"
     # None keeps the preset's own patch size; set it to tokenise the same architecture coarse or fine.
     patch_size: int | None = Field(default=None, gt=0)
+    # torch.compile each transformer block (trainers/accel.py); SF and the embedders stay eager. Off by default:
+    # compiled kernels round differently (tests/test_gpu_options.py holds them to eager within 1e-5).
+    compile: bool = False
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = "default"
 
 
 class DataConfig(_Frozen):
@@ -93,6 +97,9 @@ class OptimConfig(_Frozen):
     ema_decays: tuple[float, ...] = (0.999, 0.9996)
     ema_warmup: bool = True
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # AdamW kernel: false = torch's default (foreach on CUDA), true = fused (CUDA; CPU too in torch>=2.4),
+    # auto = fused on CUDA only. Off by default: the fused kernel rounds differently from the reference recipe.
+    fused: Literal["auto", True, False] = False
 
     @field_validator("ema_decays")
     @classmethod
@@ -178,6 +185,15 @@ class TrainConfig(_Frozen):
         _check_preset(self.model.preset)
         _check_data(self.data)
         _check_eval(self)
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_options(self) -> "TrainConfig":
+        # device-dependent checks (a C++ compiler or Triton for compile, a fused kernel) run where the run starts:
+        # trainers.accel, called by the loop's setup
+        if self.model.compile_mode != "default" and not self.model.compile:
+            raise ValueError(f"model.compile_mode: {self.model.compile_mode!r} has no effect unless model.compile "
+                             f"is true")
         return self
 
     def flat(self) -> dict[str, Any]:

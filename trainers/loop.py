@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from trainers.accel import build_adamw, check_compile_supported, compile_blocks, resolve_fused
 from trainers.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from trainers.config import TrainConfig, dump_yaml
 from trainers.images import save_grid
@@ -190,6 +191,10 @@ class Trainer:
 
         cfg = self.cfg
         device = resolve_device(cfg.device)
+        # GPU options are checked against the resolved device before any data is built: no silent fallback
+        if cfg.model.compile:
+            check_compile_supported(device)
+        resolve_fused(cfg.optim.fused, device)
         torch.manual_seed(cfg.seed)
         dataset = build_dataset_for(cfg, "train")
         sample = spectrum_sample(dataset)
@@ -198,8 +203,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights with and without SF
         model = build_model(cfg, dataset.channels, num_classes, spectral).to(device)
         ema = EMA(model, decays=cfg.optim.ema_decays, warmup=cfg.optim.ema_warmup)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.learning_rate, betas=cfg.optim.betas,
-                                      weight_decay=cfg.optim.weight_decay)
+        optimizer = build_adamw(model.parameters(), lr=cfg.optim.learning_rate, betas=cfg.optim.betas,
+                                weight_decay=cfg.optim.weight_decay, fused=cfg.optim.fused, device=device)
+        if cfg.model.compile:  # in place: parameter names, EMA and checkpoints are unchanged; SF stays eager
+            compile_blocks(model, device=device, mode=cfg.model.compile_mode)
         self.flow = RectifiedFlow(p_mean=cfg.flow.p_mean, p_std=cfg.flow.p_std, t_eps=cfg.flow.t_eps,
                                   noise_scale=cfg.flow.noise_scale, label_drop=cfg.flow.label_drop,
                                   num_classes=num_classes)
