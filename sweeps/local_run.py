@@ -125,10 +125,17 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
     except BaseException as err:
         if hooks is not None:
             hooks.fail()
+        from trainers.checkpoint import CHECKPOINT_NAME
+
         marked = f"; MLflow run {hooks.run_id} marked FAILED" if hooks is not None else ""
-        where = f"partial output in {out_dir}" if out_dir.exists() else "nothing was written"
-        print(f"train stopped ({type(err).__name__}): {where}{marked}; rerun the same command to resume from its "
-              "last checkpoint", file=sys.stderr, flush=True)
+        if (out_dir / CHECKPOINT_NAME).is_file():
+            where, then = f"partial output in {out_dir}", "resume from its last checkpoint"
+        elif out_dir.exists():
+            where, then = f"partial output in {out_dir} (no checkpoint yet)", "start over"
+        else:
+            where, then = f"nothing was written to {out_dir}", "start over"
+        print(f"train stopped ({type(err).__name__}): {where}{marked}; rerun the same command to {then}",
+              file=sys.stderr, flush=True)
         raise
 
 

@@ -340,3 +340,33 @@ def test_unanticipated_errors_keep_their_traceback_and_ask_for_a_report(capsys):
     assert run_command("eval", lambda: open("/no/such/file")) == 2
     assert capsys.readouterr().err == "specforce eval: /no/such/file: No such file or directory\n"
     assert run_command("x", lambda: (_ for _ in ()).throw(KeyboardInterrupt())) == 130
+
+
+def test_a_run_that_fails_mid_way_marks_its_run_failed_and_says_where_its_output_is(tmp_path, monkeypatch, capsys):
+    """A JPEG cut after its header passes the index-time check (verifying it would need a full decode) and breaks
+    when the loader reaches it, past the 512 images the setup reads: the run fails mid-way."""
+    root = tmp_path / "photos"
+    for i in range(600):  # the setup reads the first 512 (the data spectrum); the broken one sorts last
+        _png(root / "a" / f"{i:03d}.png", seed=i, size=8)
+    buf = pathlib.Path(tmp_path / "full.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (root / "a" / "zzz.jpg").write_bytes(buf.read_bytes()[: buf.stat().st_size // 2])
+    buf.unlink()
+    config = _write(tmp_path / "c.yaml", _cfg(
+        data={"name": "imagefolder", "image_size": 8, "root": str(root)}, model={"preset": "jit-tiny", "patch_size": 4},
+        optim={"batch_size": 30, "lr": 1e-3, "total_images": 1500, "ema_decays": [0.99]},
+        eval={"metrics": [], "denoise_loss": False, "grid_size": 2}, checkpoint_every_images=60))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", str(config), "--out", "run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    stopped, refusal = err.strip().splitlines()[-2:]
+    assert stopped.startswith("train stopped (ImageReadError): partial output in run; MLflow run ")
+    assert stopped.endswith("marked FAILED; rerun the same command to resume from its last checkpoint")
+    assert refusal.startswith(f"specforce train: imagefolder: cannot read image '{root}/a/zzz.jpg'")
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # the partial output it names
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert [(r.info.status, r.data.tags["specforce.status"]) for r in runs] == [("FAILED", "failed")]
