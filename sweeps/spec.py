@@ -375,6 +375,11 @@ def _validate_seeds(spec: SweepSpec, base: TrainConfig) -> None:
     if "seed" in spec.grid:
         raise SpecError(f"grid.seed: {spec.grid['seed']!r} listed together with 'seeds'; adaptive seeds choose the "
                         "seeds of each round (seeds.first_seed, seeds.start, seeds.step, seeds.max)")
+    sf_only = [k for k in spec.grid if k.startswith("spectral.") and k != "spectral.enabled"]
+    if sf_only:  # the grid would also repeat the baseline per value: a seed's delta would pair two baselines
+        raise SpecError(f"grid.{sf_only[0]}: adaptive seeds pair each SF run with the baseline of its seed, and an "
+                        "SF-only key in the grid repeats the baseline arm per value; run one adaptive spec per "
+                        f"{sf_only[0]} value (set it in base)")
     primary = adaptive_primary(spec)
     if primary not in reported_metrics(base):
         known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))

@@ -69,6 +69,8 @@ def test_dry_run_shows_the_rounds_of_the_shipped_adaptive_demo(tmp_path):
      "(got grid.spectral.enabled: [True])"),
     ({"grid": {"spectral.enabled": [False, True], "seed": [0, 1]}},
      "grid.seed: [0, 1] listed together with 'seeds'; adaptive seeds choose the seeds of each round"),
+    ({"grid": {"spectral.enabled": [False, True], "spectral.kappa": [10.0, 30.0]}},
+     "grid.spectral.kappa: adaptive seeds pair each SF run with the baseline of its seed"),
     ({"seeds": {"start": 5, "step": 2, "max": 4}}, "seeds: max=4 must be at least start=5"),
     ({"seeds": {"start": 1, "step": 2, "max": 4}}, "seeds.start: Input should be greater than or equal to 2"),
     ({"seeds": {"start": 3, "step": 2, "max": 12, "stop": "never"}}, "seeds.stop: Input should be 'decided'"),
