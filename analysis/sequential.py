@@ -222,6 +222,7 @@ class Decision:
     stop: bool
     reason: str
     comparisons: tuple[ComparisonDecision, ...]
+    missing: int = 0  # comparisons of the design with no values yet
 
     @property
     def outcome(self) -> str:
@@ -232,8 +233,7 @@ class Decision:
 
     @property
     def all_decided(self) -> bool:
-        return bool(self.comparisons) and all(c.status != UNDECIDED for c in self.comparisons) and \
-            not self.reason.startswith("missing")
+        return bool(self.comparisons) and not self.missing and all(c.status != UNDECIDED for c in self.comparisons)
 
     def as_dict(self) -> dict:
         return {"look": self.look, "planned_seeds": self.planned_seeds, "stop": self.stop, "outcome": self.outcome,
@@ -288,7 +288,7 @@ def decide(comparisons: Mapping[str, Sequence[float]], design: Design, look: int
         reason = "every comparison decided: " + "; ".join(parts)
     if last and (missing or undecided):
         reason = f"max {planned} seeds reached; {reason}"
-    return Decision(look, planned, last or not (missing or undecided), reason, tuple(decisions))
+    return Decision(look, planned, last or not (missing or undecided), reason, tuple(decisions), missing)
 
 
 @dataclass(frozen=True)
