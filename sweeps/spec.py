@@ -306,8 +306,8 @@ def reported_metrics(cfg: TrainConfig) -> set[str]:
         elif m == "classifier":
             names.update({"eval/fd_digitcnn", "eval/fd_digitcnn_floor", "eval/cls_accuracy_digitcnn",
                           "eval/cls_score_digitcnn"})
-    if "kid" in cfg.eval.metrics:  # a kernel distance beside every FD (trainers/evaluation.py kid_name)
-        for fd, kid in (("fd_pixel", "kid_pixel"), ("fid", "kid"), ("classifier", "kid_digitcnn")):
+    if "kid" in cfg.eval.metrics:  # kernel distances on pixels and each other extractor (evaluation.kid_name)
+        for fd, kid in (("kid", "kid_pixel"), ("fid", "kid"), ("classifier", "kid_digitcnn")):
             if fd in cfg.eval.metrics:
                 names.update({f"eval/{kid}", f"eval/{kid}_std", f"eval/{kid}_floor"})
     return names

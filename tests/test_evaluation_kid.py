@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.config import ConfigError, config_from_dict
+from trainers.config import config_from_dict
 from trainers.data import build_dataset
 from trainers.evaluation import REFERENCE_SEED, Evaluator, kid_name
 from trainers.kid import kernel_distance
@@ -63,11 +63,22 @@ def test_reference_features_are_cached_and_reused(grf, tmp_path):
     assert second.metrics == first.metrics
 
 
-def test_kid_needs_a_feature_metric(grf, tmp_path):
-    with pytest.raises(ValueError, match="'kid' is computed on the features of fd_pixel, fid, classifier"):
-        Evaluator(("kid", "spectrum"), grf, N, 30, "cpu", tmp_path)
-    with pytest.raises(ConfigError, match="'kid' is computed on the features of fd_pixel, fid or classifier"):
-        config_from_dict({"eval": {"metrics": ["kid"]}})
+def test_kid_alone_needs_no_covariance_and_gives_the_same_numbers(grf, tmp_path):
+    # where fd_pixel's D x D covariance is refused (3 x 64 x 64 = 12,288 dims), kid_pixel still runs
+    big = build_dataset("grf", image_size=64, split="test", num_samples=60, channels=3)
+    with pytest.raises(ValueError, match="12288-d covariance"):
+        Evaluator(("fd_pixel",), big, 20, 10, "cpu", tmp_path)
+    ev = Evaluator(("kid",), big, 20, 10, "cpu", tmp_path)
+    ev.prepare()
+    res = ev.evaluate_batches([(torch.zeros(20, 3, 64, 64), None)], 20)
+    assert set(res.metrics) == {"kid_pixel", "kid_pixel_std", "kid_pixel_floor"}
+    assert res.provenance["kid_pixel"]["reference_sha256"]
+    fake = torch.randn(N, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    alone = Evaluator(("kid", "spectrum"), grf, N, 30, "cpu", tmp_path / "alone")
+    alone.prepare()
+    _, with_fd = _evaluate(grf, tmp_path / "with", fake)
+    assert alone.evaluate_batches([(fake, None)], N).metrics["kid_pixel"] == with_fd.metrics["kid_pixel"]
+    assert config_from_dict({"eval": {"metrics": ["kid"]}}).eval.metrics == ("kid",)
 
 
 def test_kid_names_follow_the_fd_names():

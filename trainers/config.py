@@ -150,9 +150,6 @@ class TrainConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     spectral: SpectralConfig = SpectralConfig()
-        if "kid" in v and not {"fd_pixel", "fid", "classifier"} & set(v):
-            raise ValueError(f"'kid' is computed on the features of fd_pixel, fid or classifier: list at least one "
-                             f"of them with it (got {list(v)})")
     flow: FlowConfig = FlowConfig()
     optim: OptimConfig = OptimConfig()
     sample: SampleConfig = SampleConfig()

@@ -21,11 +21,13 @@ Metrics (keys without the "eval/" prefix; the train loop adds it):
               accuracy), cls_score_digitcnn (exp E KL(p(y|x) || p(y)), one split), cls_label_acc_digitcnn (share of
               samples classified as the label they were generated for)
   spectrum    spec_err_low|mid|high (trainers/spectra.py); artifact "spectra" with the full curves
-  kid         the unbiased kernel distance (trainers/kid.py) on the features of every FD metric requested with it:
-              fd_pixel -> kid_pixel, fid -> kid (Inception), classifier -> kid_digitcnn; each with `_std` (SD over
-              subsets) and `_floor` (the same measure between the two real sets). Unlike an FD it is not biased
-              upward at small n: real-vs-real scores 0 on average, so arms that an FD cannot tell from its floor can
-              differ here. Needs the features themselves (kept in memory, gathered on rank 0, cached for references).
+  kid         the unbiased kernel distance (trainers/kid.py) on raw pixels (kid_pixel, always: no covariance is
+              formed, so it also runs where fd_pixel's D x D covariance is too large) and on the features of the other
+              extractors requested with it: fid -> kid (Inception), classifier -> kid_digitcnn; each with `_std` (SD
+              of half-size subset estimates) and `_floor` (the same measure between the two real sets). Unlike an FD it
+              is not biased upward at small n: real-vs-real scores 0 on average, so arms that an FD cannot tell from
+              its floor can differ here. Needs the features themselves (kept in memory, gathered on rank 0, cached
+              for references).
 
 Reference and floor (DESIGN.md §4). The reference set R is min(num_samples, len(dataset)) images of `dataset`, drawn
 with a fixed permutation (REFERENCE_SEED, independent of the run seed, so every run of a sweep shares it). The floor
@@ -73,7 +75,6 @@ from trainers.spectra import SpectrumStats, spectral_errors
 __all__ = ["KNOWN_METRICS", "EvalResult", "Evaluator", "evaluate_images", "check_images", "result_to_json"]
 
 KNOWN_METRICS = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
-FEATURE_METRICS = ("fd_pixel", "fid", "classifier")  # the metrics whose features KID reuses
 CLASSIFIER_DATASETS = ("mnist", "digits")
 REFERENCE_SEED = 0
 MAX_PIXEL_DIM = 8192  # fd_pixel needs a D x D covariance and two D x D eigendecompositions
@@ -132,7 +133,7 @@ class _Extractors:
     """The feature extractors the requested metrics need, built once per Evaluator."""
 
     def __init__(self, ev: "Evaluator"):
-        self.pixel = "fd_pixel" in ev.metrics
+        self.pixel = "fd_pixel" in ev.metrics or "kid" in ev.metrics  # KID always includes pixel features
         self.inception = None
         self.classifier = None
         self.classifier_info: dict[str, Any] = {}
@@ -151,7 +152,7 @@ class _Accumulator:
         ex = ev.extractors
         self.ev, self.total = ev, total
         self.fd: dict[str, FeatureStats] = {}
-        if ex.pixel:
+        if "fd_pixel" in ev.metrics:
             self.fd["fd_pixel"] = FeatureStats(ev.channels * ev.image_size ** 2)
         if ex.inception is not None and "2048" in ex.inception.features:
             self.fd["fid"] = FeatureStats(2048)
@@ -165,10 +166,10 @@ class _Accumulator:
         self.spectrum = SpectrumStats(ev.image_size) if "spectrum" in ev.metrics else None
         # KID needs the features themselves: (global index, float32 rows) per FD metric, gathered on rank 0
         self.bank: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = (
-            {m: [] for m in self.fd} if "kid" in ev.metrics else None)
+            {m: [] for m in ev.feature_sources()} if "kid" in ev.metrics else None)
 
     def _keep(self, metric: str, features: torch.Tensor, indices: torch.Tensor) -> None:
-        if self.bank is not None:
+        if self.bank is not None and metric in self.bank:
             self.bank[metric].append((indices.clone(), features.detach().to("cpu", torch.float32)))
 
     def features(self, metric: str) -> np.ndarray:
@@ -184,7 +185,7 @@ class _Accumulator:
         indices = torch.arange(start, start + n)
         if "fd_pixel" in self.fd:
             self.fd["fd_pixel"].update(images.flatten(1))
-            self._keep("fd_pixel", images.flatten(1), indices)
+        self._keep("fd_pixel", images.flatten(1), indices)
         if ex.inception is not None:
             out = ex.inception(images)
             if "fid" in self.fd:
@@ -245,9 +246,6 @@ class Evaluator:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
-        if "kid" in metrics and not any(m in metrics for m in FEATURE_METRICS):
-            raise ValueError(f"metric 'kid' is computed on the features of {', '.join(FEATURE_METRICS)}: request at "
-                             f"least one of them with it, got {metrics!r}")
         if ("is" in metrics or "fid" in metrics) and num_samples < 10:
             raise ValueError(f"the Inception Score (also reported with fid) uses 10 splits: num_samples must be "
                              f">= 10, got {num_samples}")
@@ -355,7 +353,8 @@ class Evaluator:
         self.extractors.classifier_info = info
 
     def _fd_extractors(self) -> dict[str, tuple[str, str | None]]:
-        """FD metric -> (extractor name, weights sha256) for provenance and cache keys."""
+        """Feature source, named by its FD metric -> (extractor name, weights sha256), for provenance and cache keys.
+        Includes fd_pixel when only KID asked for pixel features: see `fd_wanted` for the FDs to compute."""
         ex, out = self.extractors, {}
         if ex.pixel:
             out["fd_pixel"] = ("pixel", None)
@@ -418,7 +417,8 @@ class Evaluator:
             for metric, (ex_name, sha) in fd_ex.items():
                 keys[(role, metric)] = StatsCache.key(role=role, dataset=ident, n=len(idx), extractor=ex_name,
                                                       weights_sha256=sha)
-                loaded[(role, metric)] = self.cache.get(keys[(role, metric)], self._dim(metric))
+                if self.fd_wanted(metric):
+                    loaded[(role, metric)] = self.cache.get(keys[(role, metric)], self._dim(metric))
                 if "kid" in self.metrics:
                     p = self._features_path(keys[(role, metric)])
                     loaded[(role, f"features:{metric}")] = np.load(p) if p.is_file() else None
@@ -430,13 +430,17 @@ class Evaluator:
         if floor_ds is not None:
             self._compute_real("floor", floor_ds, floor_idx, keys, loaded)
         for metric, (ex_name, sha) in fd_ex.items():
-            mu, sigma, meta = loaded[("reference", metric)]
-            floor = None
-            if floor_ds is not None:
-                fmu, fsigma, _ = loaded[("floor", metric)]
-                floor = frechet_distance(fmu, fsigma, mu, sigma)
-            self.cache_events[metric] = meta.get("event", "hit")
             kid_ref = loaded.get(("reference", f"features:{metric}"))
+            mu = sigma = floor = None
+            if self.fd_wanted(metric):
+                mu, sigma, meta = loaded[("reference", metric)]
+                if floor_ds is not None:
+                    fmu, fsigma, _ = loaded[("floor", metric)]
+                    floor = frechet_distance(fmu, fsigma, mu, sigma)
+                self.cache_events[metric] = meta.get("event", "hit")
+                ref_sha = meta["sha256"]
+            else:  # KID only: the reference is identified by its features
+                ref_sha = hashlib.sha256(np.ascontiguousarray(kid_ref).tobytes()).hexdigest()
             kid_floor = None
             if kid_ref is not None and floor_ds is not None:
                 floor_feats = loaded[("floor", f"features:{metric}")]
@@ -444,7 +448,7 @@ class Evaluator:
                                                                                              len(kid_ref)))
             self.references[metric] = {
                 "mu": mu, "sigma": sigma, "floor": floor, "features": kid_ref, "kid_floor": kid_floor,
-                "provenance": {"extractor": ex_name, "weights_sha256": sha, "reference_sha256": meta["sha256"],
+                "provenance": {"extractor": ex_name, "weights_sha256": sha, "reference_sha256": ref_sha,
                                "reference_num_samples": len(ref_idx), "floor_num_samples": len(floor_idx),
                                "floor_source": floor_source},
             }
@@ -454,6 +458,13 @@ class Evaluator:
                                                           "reference_num_samples": len(ref_idx)}}
             self.references["spectrum"]["provenance"]["reference_sha256"] = hashlib.sha256(
                 np.ascontiguousarray(self.references["spectrum"]["data"]).tobytes()).hexdigest()
+
+    def feature_sources(self) -> list[str]:
+        return list(self._fd_extractors())
+
+    def fd_wanted(self, metric: str) -> bool:
+        """Whether the Fréchet distance of this feature source is computed (KID alone needs no covariance)."""
+        return metric != "fd_pixel" or "fd_pixel" in self.metrics
 
     def _dim(self, metric: str) -> int:
         if metric == "fd_pixel":
@@ -600,16 +611,16 @@ class Evaluator:
             if ref["floor"] is not None:
                 metrics[f"{metric}_floor"] = ref["floor"]
             prov[metric] = {**ref["provenance"], "num_samples": st.count}
-            if acc.bank is not None:
-                name = kid_name(metric)
-                feats = acc.features(metric)
-                kid = kernel_distance(feats, ref["features"],
-                                      subset_size=kid_subset_size(len(feats), len(ref["features"])))
-                metrics[name], metrics[f"{name}_std"] = kid.mean, kid.std
-                if ref["kid_floor"] is not None:
-                    metrics[f"{name}_floor"] = ref["kid_floor"].mean
-                prov[name] = {**ref["provenance"], "num_samples": st.count, "estimator": "unbiased MMD^2, cubic "
-                              "polynomial kernel", "subsets": kid.subsets, "subset_size": kid.subset_size}
+        for metric in acc.bank or {}:
+            ref, name, feats = self.references[metric], kid_name(metric), acc.features(metric)
+            if len(feats) != acc.total:
+                raise ValueError(f"{name}: expected {acc.total} samples across ranks, got {len(feats)}")
+            kid = kernel_distance(feats, ref["features"], subset_size=kid_subset_size(len(feats), len(ref["features"])))
+            metrics[name], metrics[f"{name}_std"] = kid.mean, kid.std
+            if ref["kid_floor"] is not None:
+                metrics[f"{name}_floor"] = ref["kid_floor"].mean
+            prov[name] = {**ref["provenance"], "num_samples": len(feats), "estimator": "unbiased MMD^2, cubic "
+                          "polynomial kernel", "subsets": kid.subsets, "subset_size": kid.subset_size}
         if acc.isc is not None:
             metrics["is"], metrics["is_std"] = acc.isc.score()
             ex = self.extractors.inception
