@@ -91,6 +91,9 @@ class Setting:
     # model.compile in the loop check: on for the GPU (the only end-to-end run of compile + fused AdamW there); off
     # for the toy, whose 2 CPU cores would spend minutes compiling (tests/test_gpu_options.py runs it, slow-marked)
     train_compile: bool = True
+    # CPU threads for the toy run: inductor's OpenMP kernels on 2 threads of a busy 2-core machine spin-wait
+    # (measured: a compiled toy step 20x slower at 2 threads than at 1); None leaves torch's default
+    cpu_threads: int | None = None
 
 
 GPU = Setting(models=(("JiT-B/32", 256, {}), ("JiT-B/16", 256, {})), batches=(256, 128, 64), steps=10, warmup=3,
@@ -99,7 +102,7 @@ GPU = Setting(models=(("JiT-B/32", 256, {}), ("JiT-B/16", 256, {})), batches=(25
 TOY = Setting(models=(("jit-tiny", 16, {"depth": 2, "in_context_len": 0}),), batches=(8, 4), steps=2, warmup=1,
               sample_n=2, sample_steps=3, inception_batch=1, inception_size=32, inception_repeats=1,
               train_preset="jit-tiny", train_image_size=16, train_batch=8, train_steps=40, train_lr=2e-3,
-              train_workers=0, train_compile=False)
+              train_workers=0, train_compile=False, cpu_threads=1)
 CFG_SCALE, CFG_INTERVAL, NUM_CLASSES, CHANNELS = 2.9, (0.1, 1.0), 1000, 3
 LOSS_WINDOW = 3  # logged losses averaged at each end of the training check
 
@@ -135,6 +138,16 @@ def count_forward_flops(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor
             model(x, t, y)
     finally:
         model.spectral = spectral
+    return int(counter.get_total_flops())
+
+
+def count_sf_flops(sf: torch.nn.Module, z: torch.Tensor, t: torch.Tensor) -> int:
+    """FlopCounterMode's count of SF's forward (its DCT round trip: four fp32 matmuls per channel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        sf(z, t)
     return int(counter.get_total_flops())
 
 
@@ -273,6 +286,8 @@ def bench_training(preset: str, image_size: int, overrides: dict, s: Setting, de
                 raise RuntimeError(f"FlopCounterMode counted {flops} forward FLOPs, the closed form {closed}")
             out["forward_flops_per_image"] = flops // batch
             out["step_flops"] = 3 * flops
+            out["sf_flops_per_image"] = count_sf_flops(step.sf, step.x, torch.rand(batch, device=device)) // batch
+            out["sf_share_of_step_flops"] = out["sf_flops_per_image"] * batch / out["step_flops"]
         t0 = time.perf_counter()
         losses = [step() for _ in range(s.warmup)]
         _sync(device)
@@ -428,7 +443,9 @@ def print_table(res: dict) -> None:
         sm = m["sampling"]
         print(f"{'':<18}sampling {sm['sampler']} CFG {sm['cfg_scale']} ({sm['model_calls']} calls), "
               f"n={sm['n']}: {sm['images_per_s']:.2f} images/s (eager, bf16); compile speed-up "
-              f"x{m['compile_speedup']:.2f}; {m['forward_flops_per_image'] / 1e9:.2f} GFLOP/image forward")
+              f"x{m['compile_speedup']:.2f}; {m['forward_flops_per_image'] / 1e9:.2f} GFLOP/image forward; SF "
+              f"{m['sf_flops_per_image'] / 1e9:.3f} GFLOP/image in fp32 = {m['sf_share_of_step_flops']:.2%} of "
+              f"the step's FLOPs")
     inc = res["inception"]
     if not inc:
         pass
@@ -461,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     toy = args.toy or device.type != "cuda"
     s = TOY if toy else GPU
+    if s.cpu_threads and device.type == "cpu":
+        torch.set_num_threads(s.cpu_threads)
     peak, peak_note = bf16_peak(device, args.peak_tflops)
     res: dict[str, Any] = {"mode": "toy" if toy else "full", "environment": environment(device, peak, peak_note),
                            "flop_count": FLOP_NOTE, "models": [], "inception": {}, "train_check": {}, "errors": []}
