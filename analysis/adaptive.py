@@ -62,11 +62,19 @@ def family_from_pairs(pairs: pd.DataFrame, metric: str) -> dict[str, np.ndarray]
 
 
 def analyse_look(runs: pd.DataFrame, sweep_run_id: str, metric: str, design: Design, look: int,
-                 seeds: list[int]) -> Decision:
-    """The stopping rule on this sweep's completed trials with the seeds planned up to this look."""
+                 seeds: list[int], grid_keys: list[str] | None = None) -> Decision:
+    """The stopping rule on this sweep's completed trials with the seeds planned up to this look.
+
+    grid_keys: the spec's grid keys. When given, only they may split comparisons into contexts: the family was
+    fixed from the grid before the first look, and a param that differs between rounds for another reason (e.g. a
+    derived param a newer specforce logs, after --resume with an upgraded install) must not add comparisons.
+    """
     from analysis.compare import compare_arms
 
     mine = runs[(runs["sweep_run_id"] == sweep_run_id) & runs["seed"].isin(seeds)] if len(runs) else runs
+    if grid_keys is not None:
+        keep = {f"params.{k}" for k in [*grid_keys, "seed", "model.patch_size", "spectral.enabled"]}
+        mine = mine.drop(columns=[c for c in mine.columns if c.startswith("params.") and c not in keep])
     if mine.empty:
         return decide({}, design, look)
     pairs = compare_arms(mine, [metric]).pairs

@@ -118,7 +118,7 @@ class AdaptiveRounds:
 
         runs = load_tables([self.spec.name], self.tracking_uri, with_history=False).runs
         seeds = [self.spec.seeds.first_seed + i for i in range(self.design.looks[r - 1])]  # type: ignore[union-attr]
-        return analyse_look(runs, self.parent, self.primary, self.design, r, seeds)
+        return analyse_look(runs, self.parent, self.primary, self.design, r, seeds, grid_keys=list(self.spec.grid))
 
     def _record(self, r: int, seconds: float) -> None:
         d = self.decision

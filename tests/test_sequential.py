@@ -150,3 +150,45 @@ def test_confseq_method_in_the_interval_registry_gives_the_designs_interval():
     assert half > stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)  # wider than the fixed-n interval
     with pytest.raises(ValueError, match="confidence 0.9 differs from the adaptive design's 0.95"):
         paired_mean_ci(d, method=name, confidence=0.9)
+
+
+def test_analyse_look_on_a_logged_sweep_uses_the_grid_family_only(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from analysis.adaptive import analyse_look
+    from analysis.runs import load_tables
+    from analysis.synthetic import log_synthetic_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = log_synthetic_sweep(uri, "adaptive", patch_sizes=(8, 4), seeds=(0, 1, 2, 3, 4),
+                                effects={8: -6.0, 4: -1.0}, rng_seed=3)
+    client = MlflowClient(uri)
+    for trial_id, run_id in sweep.trial_run_ids.items():  # a derived param that only later rounds logged
+        if trial_id.endswith(("-s3", "-s4")):
+            client.log_param(run_id, "model.bottleneck", "32")
+    runs = load_tables(["adaptive"], uri, with_history=False).runs
+    design = Design((3, 5), 0.05, family_size=3)
+    grid = ["model.patch_size", "spectral.enabled"]
+    decision = analyse_look(runs, sweep.sweep_run_id, "eval/denoise_loss", design, 2, [0, 1, 2, 3, 4], grid)
+    assert [c.name for c in decision.comparisons] == ["patch 8", "patch 4", "interaction patch 8 − patch 4"]
+    # independent of compare_arms: the deltas straight from the logged runs
+    value = {}
+    for run_id in sweep.trial_run_ids.values():
+        run = client.get_run(run_id)
+        p = run.data.params
+        value[(int(p["model.patch_size"]), p["spectral.enabled"] == "True", int(p["seed"]))] = \
+            run.data.metrics["eval/denoise_loss"]
+    deltas = {patch: np.array([value[(patch, True, s)] - value[(patch, False, s)] for s in range(5)])
+              for patch in (8, 4)}
+    got = {c.name: c.interval for c in decision.comparisons}
+    for name, values in (("patch 8", deltas[8]), ("patch 4", deltas[4]),
+                         ("interaction patch 8 − patch 4", deltas[8] - deltas[4])):
+        want = sequential_interval(values, design)
+        assert (got[name].estimate, got[name].low, got[name].high) == pytest.approx(
+            (want.estimate, want.low, want.high), rel=1e-9)
+        assert got[name].n == 5
+    # only the seeds planned so far count at an earlier look
+    early = analyse_look(runs, sweep.sweep_run_id, "eval/denoise_loss", design, 1, [0, 1, 2], grid)
+    assert all(c.interval.n == 3 for c in early.comparisons)
+    with pytest.raises(ValueError, match="but the design shares alpha among 3"):  # the derived param splits runs
+        analyse_look(runs, sweep.sweep_run_id, "eval/denoise_loss", design, 2, [0, 1, 2, 3, 4])
