@@ -162,8 +162,11 @@ def _seeds_per_arm(runs: pd.DataFrame, sweep_run_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["patch", "arm", "seeds", "seed list"])
 
 
-def adaptive_summary(tracking_uri: str, sweep_run_id: str) -> AdaptiveSummary | None:
-    """What the report says about an adaptive sweep; None when the sweep run is not adaptive."""
+def adaptive_summary(tracking_uri: str, sweep_run_id: str, runs: pd.DataFrame | None = None) -> AdaptiveSummary | None:
+    """What the report says about an adaptive sweep; None when the sweep run is not adaptive.
+
+    runs: the experiment's runs table (analysis.runs.load_tables(...).runs) when the caller has it loaded already.
+    """
     from mlflow.tracking import MlflowClient
 
     from analysis.artifacts import read_text
@@ -183,8 +186,9 @@ def adaptive_summary(tracking_uri: str, sweep_run_id: str) -> AdaptiveSummary | 
           "ci_high": _num(c["ci_high"]), "n": c["n"], "status": c["status"]}
          for c in record.get("comparisons", [])],
         columns=["comparison", "estimate", "ci_low", "ci_high", "n", "status"])
-    experiment = client.get_experiment(run.info.experiment_id).name
-    runs = load_tables([experiment], tracking_uri, with_history=False).runs
+    if runs is None:
+        experiment = client.get_experiment(run.info.experiment_id).name
+        runs = load_tables([experiment], tracking_uri, with_history=False).runs
     return AdaptiveSummary(rounds, tags.get(DECISION_TAG, "continue"), tags.get(REASON_TAG, "not analysed yet"),
                            design, comparisons, _seeds_per_arm(runs, sweep_run_id))
 
