@@ -10,6 +10,9 @@ and logged scalars are float64 sums all-reduced across ranks.
 Pairing: the model's initial weights depend only on the seed (Spectral Forcing has no parameters), and the data
 order, t and noise of step k are drawn from generators seeded by (seed, rank, k). Two arms that differ only in SF
 therefore see exactly the same images, times and noise, and a resumed run continues the same stream.
+
+GPU options (trainers/accel.py), checked against the resolved device at setup, before any data is built:
+`model.compile` compiles every JiT block in place (SF stays eager), `optim.fused` picks the fused AdamW kernel.
 """
 from __future__ import annotations
 
