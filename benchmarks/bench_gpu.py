@@ -201,6 +201,9 @@ def largest_batch(candidates: Sequence[int], fits: Callable[[int], None]) -> tup
             if not _is_oom(err):
                 raise
             refused.append(b)
+        gc.collect()  # the caught error's frames held the failed attempt's tensors
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     raise RuntimeError(f"no batch of {sorted(candidates, reverse=True)} fits in device memory")
 
 
@@ -260,8 +263,9 @@ def bench_training(preset: str, image_size: int, overrides: dict, s: Setting, de
     out: dict[str, Any] = {"preset": preset, "image_size": image_size, "overrides": overrides}
 
     def fits(b: int) -> None:
-        step = TrainStep(preset, image_size, overrides, b, device, compile_blocks=False)
+        step = None
         try:
+            step = TrainStep(preset, image_size, overrides, b, device, compile_blocks=False)
             step()
             _sync(device)
         finally:
@@ -444,7 +448,7 @@ def print_table(res: dict) -> None:
         print(f"{'':<18}sampling {sm['sampler']} CFG {sm['cfg_scale']} ({sm['model_calls']} calls), "
               f"n={sm['n']}: {sm['images_per_s']:.2f} images/s (eager, bf16); compile speed-up "
               f"x{m['compile_speedup']:.2f}; {m['forward_flops_per_image'] / 1e9:.2f} GFLOP/image forward; SF "
-              f"{m['sf_flops_per_image'] / 1e9:.3f} GFLOP/image in fp32 = {m['sf_share_of_step_flops']:.2%} of "
+              f"{m['sf_flops_per_image'] / 1e6:.1f} MFLOP/image in fp32 = {m['sf_share_of_step_flops']:.2%} of "
               f"the step's FLOPs")
     inc = res["inception"]
     if not inc:

@@ -168,7 +168,7 @@ def test_loop_with_compile_and_fused_adamw_matches_the_eager_loop(tmp_path):
             "spectral": {"enabled": True},
             "optim": {"batch_size": 8, "lr": 1e-3, "total_images": 48, "ema_decays": [0.9]},
             "sample": {"sampler": "heun", "steps": 2, "cfg_scale": 2.0},
-            "eval": {"metrics": [], "denoise_batch": 8, "denoise_t_points": 2, "grid_size": 2},
+            "eval": {"metrics": [], "denoise_batch": 8, "denoise_t_points": 5, "grid_size": 2},
             "log_every_images": 8, "save_checkpoint": False, "device": "cpu"}
     runs = {}
     for name, extra in (("eager", {}), ("fast", {"model": {"compile": True}, "optim": {"fused": True}})):
