@@ -40,7 +40,7 @@ def _model(**overrides):
     with torch.no_grad():  # adaLN-zero and the output layer start at 0: give them weight so every path matters
         for p in m.parameters():
             if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return m
 
 
@@ -149,8 +149,11 @@ def test_compiled_blocks_match_eager_within_1e5_and_sf_is_never_traced():
     out_e = eager(x, t, y)
     out_e.square().mean().backward()
     assert out_e.abs().max() > 0.5  # O(1) outputs: an absolute 1e-5 is a tight bound
-    assert (out_c - out_e).abs().max().item() <= TOL
     grad_scale = max(p.grad.abs().max().item() for p in eager.parameters())
+    grad_diff = max((pc.grad - pe.grad).abs().max().item() for pc, pe in zip(compiled.parameters(), eager.parameters()))
+    print(f"max |compiled - eager|: output {(out_c - out_e).abs().max().item():.2e} (max |output| "
+          f"{out_e.abs().max().item():.2f}), gradient {grad_diff:.2e} (max |gradient| {grad_scale:.2e})")
+    assert (out_c - out_e).abs().max().item() <= TOL
     for (name, pc), pe in zip(compiled.named_parameters(), eager.parameters()):
         assert (pc.grad - pe.grad).abs().max().item() <= TOL * grad_scale, name
     # SF ran, eagerly, in both models; and its output is the eager operator's, bit for bit
