@@ -7,7 +7,7 @@
 #
 # Then, from the repo root (start.sh prints these with the real ports and token path):
 #   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$PWD/.specforce/local/ray_auth_token
-#   specforce submit SPEC --address http://127.0.0.1:8265 --tracking-uri http://127.0.0.1:5000 --wait
+#   specforce submit SPEC --address http://127.0.0.1:8265 --tracking-uri http://127.0.0.1:5000 --storage /abs/shared/path --wait
 #   specforce sweep SPEC --tracking-uri http://127.0.0.1:5000     # embedded Ray, logging to this MLflow
 #
 # Options (each has an env var; flags win):          default
@@ -268,5 +268,5 @@ else
     echo "Ray auth      : DISABLED (RAY_AUTH_MODE=disabled)"
     echo "  export RAY_AUTH_MODE=disabled"
 fi
-echo "Submit        : specforce submit SPEC --address $DASHBOARD_URL --tracking-uri $MLFLOW_URL"
+echo "Submit        : specforce submit SPEC --address $DASHBOARD_URL --tracking-uri $MLFLOW_URL --storage $RUN_DIR/ray_results"
 echo "Stop          : $HERE/stop.sh --run-dir $RUN_DIR"
