@@ -294,3 +294,51 @@ def plot_schedules(configs: Sequence[tuple[str, Mapping[str, Any]]], front: tupl
         ax.set_title("SF cutoff schedules c(t) against the data's signal-to-noise front")
         ax.legend(loc="upper left", fontsize=8)
         return _save(fig, path)
+
+
+LINE_COLORS = ("#1f77b4", "#e4572e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
+TOKEN_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def plot_gain_vs_ratio(ratios: pd.DataFrame, path: str | Path) -> Path | None:
+    """SF gain vs patch compression ratio (C*p*p / bottleneck, log axis): mean paired Δ with its interval, one line
+    per context (e.g. data spectrum); marker shape = token count when the runs vary it (patch-size axis)."""
+    if ratios.empty or ratios.groupby("line")["compression_ratio"].nunique().max() < 2:
+        return None
+    metric = ratios["metric"].iloc[0]
+    lines = list(dict.fromkeys(ratios["line"]))
+    tokens = sorted(ratios["tokens"].dropna().astype(int).unique())
+    markers = {t: TOKEN_MARKERS[i % len(TOKEN_MARKERS)] for i, t in enumerate(tokens)}
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+        ax = fig.subplots()
+        # small multiplicative offsets so the intervals of two lines at the same ratio do not hide each other
+        offsets = np.exp(np.linspace(-0.04, 0.04, len(lines))) if len(lines) > 1 else [1.0]
+        for i, (line, offset) in enumerate(zip(lines, offsets)):
+            rows = ratios[ratios["line"] == line].sort_values("compression_ratio")
+            color = LINE_COLORS[i % len(LINE_COLORS)]
+            x = rows["compression_ratio"].to_numpy(dtype=float) * offset
+            ax.plot(x, rows["delta"], "-", color=color, lw=1.6, label=line)
+            for xi, (_, r) in zip(x, rows.iterrows()):
+                marker = markers.get(int(r["tokens"]), "o") if pd.notna(r["tokens"]) else "o"
+                if pd.notna(r["ci_low"]):
+                    ax.errorbar([xi], [r["delta"]], yerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]],
+                                fmt=marker, color=color, capsize=4, ms=6)
+                else:
+                    ax.scatter([xi], [r["delta"]], marker=marker, facecolors="white", edgecolors=color, zorder=3)
+        if len(tokens) > 1:
+            for t, m in markers.items():
+                ax.scatter([], [], marker=m, color="0.4", label=f"{t} tokens")
+        ax.axhline(0.0, color="0.3", lw=1)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(ratios["compression_ratio"].unique())
+        ax.set_xticks(ticks, [f"{t:.3g}x" for t in ticks])
+        ax.minorticks_off()
+        ax.margins(x=0.08)
+        ax.set_xlabel("patch compression ratio (C·p² / bottleneck), log scale")
+        ax.set_ylabel(f"Δ {metric.split('/', 1)[-1]} (SF − baseline)")
+        better = "SF better ↑" if higher_is_better(metric) else "SF better ↓"
+        ax.text(0.02, 0.97, better, transform=ax.transAxes, va="top", color="0.35", fontsize=9)
+        ax.set_title(f"SF gain vs compression ratio: {metric.split('/', 1)[-1]}")
+        ax.legend(loc="best")
+        return _save(fig, path)

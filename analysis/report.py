@@ -1,7 +1,8 @@
 """`specforce report`: from an experiment's MLflow runs to the verdict, tables, plots, report.html and report.md.
 
 Writes into --out: report.html (self-contained), report.md, runs.parquet, history.parquet, comparisons.csv,
-interactions.csv, excluded.csv and the PNGs; logs them under `report/` on the sweep's parent run (the latest sweep
+interactions.csv, excluded.csv, resolution.csv (which sample-quality measures separate the arms at this n), regime.csv
+and regime_trend.csv (SF gain vs patch compression ratio, when the runs vary it) and the PNGs; logs them under `report/` on the sweep's parent run (the latest sweep
 of the experiment unless --sweep-run-id names one). Prints the verdict sentence and the report's path.
 
     python -m analysis.report --experiment demo --tracking-uri sqlite:///mlflow.db --out reports/demo
@@ -27,6 +28,8 @@ from analysis.runs import RunTables, default_tracking_uri, load_tables, metric_c
 from analysis.search import SearchSummary, search_summary, spec_search_space
 from analysis.sections import build_sections, excluded_by_run
 from analysis import plots
+from analysis.regime import ratio_table, regime_sentences, trend_table, varies_ratio
+from analysis.resolution import order_secondary, resolution_table
 from analysis.render import to_html, to_markdown
 from analysis.schedules import schedule_from_params
 from analysis.tables import write_parquet
@@ -55,6 +58,8 @@ class ReportResult:
     logged_run_id: str | None = None  # the sweep run the report was logged to (None: not logged)
     primary: str = ""  # the metric the headline speaks about
     primary_source: str = ""  # where it came from: the argument, the spec's analysis section, or the default
+    regime: list[str] = field(default_factory=list)  # SF gain vs compression ratio in words (when the runs vary it)
+    resolution: pd.DataFrame | None = None  # floor measures: do they separate the arms at this n (analysis.resolution)
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
@@ -62,9 +67,10 @@ def default_metrics(runs: pd.DataFrame) -> list[str]:
     have = metric_columns(runs)
     head = [m for m in HEADLINE if m in have]
     extractors = sorted(m for m in have if m.startswith("eval/fd_") and not m.endswith("_floor") and m not in head)
+    kernels = sorted(m for m in have if m.startswith("eval/kid") and not m.endswith(("_floor", "_std")))
     spectra = [m for m in SPECTRAL_ERRORS if m in have]
     buckets = sorted(m for m in have if m.startswith("eval/denoise_loss_t"))
-    return head + extractors + spectra + buckets
+    return head + extractors + kernels + spectra + buckets
 
 
 def _check_metrics(metrics: Sequence[str] | None, runs: pd.DataFrame) -> list[str]:
@@ -201,7 +207,7 @@ def _samples(tracking_uri: str, values: pd.DataFrame) -> tuple[dict, dict]:
 
 
 def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str], comparison: Comparison,
-             search: SearchSummary | None) -> dict[str, Path]:
+             search: SearchSummary | None, ratios: pd.DataFrame | None = None) -> dict[str, Path]:
     primary = metrics[0]
     group = main_group(comparison, primary)
     headline = [m for m in metrics if not m.startswith("eval/denoise_loss_t")][:4]
@@ -212,6 +218,8 @@ def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str]
         "gain_vs_tokens": plots.plot_gain_vs_tokens(head_table, out / "gain_vs_tokens.png"),
         "bucket_gains": plots.plot_bucket_gains(comparison.comparisons, out / "gain_per_t_bucket.png"),
     }
+    if ratios is not None and varies_ratio(ratios):
+        figs["gain_vs_ratio"] = plots.plot_gain_vs_ratio(ratios, out / "gain_vs_compression_ratio.png")
     primary_values = metric_values(tables.runs, primary, group)
     figs["training_curves"] = plots.plot_training_curves(tables.history, primary_values, ["train/loss", primary],
                                                          out / "training_curves.png")
@@ -258,6 +266,11 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     comparison = compare_arms(tables.runs, chosen, confidence=confidence, n_resamples=n_resamples, method=method,
                               primary=primary, min_effect=min_effect)
     sentence = verdict(comparison, primary)
+    resolution = resolution_table(tables.runs, comparison)
+    chosen = order_secondary(chosen, resolution)  # measures that separate the arms at this n lead the secondary list
+    ratios = ratio_table(tables.runs, comparison, primary)
+    trends = trend_table(ratios, comparison)
+    regime = regime_sentences(ratios, trends, comparison) if varies_ratio(ratios) else []
     messages = missing_arms(tables.runs) + power_messages(comparison)
     space, spec_metric = _spec_space(tracking_uri, tables)
     search = None
@@ -272,13 +285,17 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     comparison.interactions.to_csv(out / "interactions.csv", index=False)
     excluded = excluded_by_run(comparison.excluded, chosen)
     excluded.to_csv(out / "excluded.csv", index=False)
-    figures = _figures(out, tracking_uri, tables, chosen, comparison, search)
+    resolution.to_csv(out / "resolution.csv", index=False)
+    if regime:
+        ratios.to_csv(out / "regime.csv", index=False)
+        trends.to_csv(out / "regime_trend.csv", index=False)
+    figures = _figures(out, tracking_uri, tables, chosen, comparison, search, ratios)
 
     title = f"Spectral Forcing ablation · {', '.join(experiments)}"
     subtitle = (f"{len(trials)} trial runs in {len(tables.sweeps)} sweep(s) · tracking store {tracking_uri} · "
                 f"generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search,
-                              primary_source)
+                              primary_source, regime=(regime, ratios, trends), resolution=resolution)
     resampled = (f", {n_resamples} resamples, rng seed 0" if "bootstrap" in method_label(method) else "")
     footer = (f"Deltas are SF − baseline over seed-matched pairs (same seed and config). Intervals: "
               f"{confidence:.0%} {method_label(method)} for the mean paired difference{resampled}; "
@@ -291,7 +308,8 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     if target is not None:
         client.log_artifacts(target, str(out), artifact_path="report")
     return ReportResult(sentence, out, html_path, md_path, runs_path, history_path, comparisons_path, chosen,
-                        comparison, messages, excluded, figures, search, target, primary, primary_source)
+                        comparison, messages, excluded, figures, search, target, primary, primary_source, regime,
+                        resolution)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -327,6 +345,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"specforce report: error: {err}", file=sys.stderr)
         return 2
     print(result.verdict)
+    for sentence in result.regime:
+        print(f"  regime: {sentence}")
     for message in result.messages:
         print(f"  - {message}")
     if not args.no_log:

@@ -16,6 +16,7 @@ from analysis.intervals import method_label
 from analysis.render import Plot, Section
 from analysis.runs import RunTables
 from analysis.search import SearchSummary
+from analysis.resolution import AT_FLOOR
 from analysis.verdict import BUCKET_PREFIX, details, fmt, fmt_p, pct, verdict
 
 EXCLUDED_BY_RUN = ["run_name", "experiment", "reason", "metrics", "run_id"]
@@ -89,6 +90,57 @@ def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index().rename(columns={"patch_size": "patch"})
 
 
+def ratio_display(ratios: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """The per-ratio comparisons of the regime section, one row per line and compression ratio."""
+    ci_col = f"Δ SF − baseline [{pct(confidence)} CI]"
+    cols = ["line", "ratio", "patch", "bottleneck", "tokens", "baseline", "SF", ci_col, "relative Δ", "pairs"]
+    if ratios.empty:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame({
+        "line": ratios["line"], "ratio": [f"{r:.3g}x" for r in ratios["compression_ratio"]],
+        "patch": ratios["patch_size"], "bottleneck": ratios["bottleneck"], "tokens": ratios["tokens"],
+        "baseline": ratios["baseline_mean"], "SF": ratios["sf_mean"], ci_col: ratios.apply(_with_ci, axis=1),
+        "relative Δ": [f"{v:+.1%}" if pd.notna(v) else "" for v in ratios["relative_delta"]],
+        "pairs": ratios["n_pairs"]}, columns=cols)
+
+
+def trend_display(trends: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    slope_col, ext_col = f"Δ per doubling [{pct(confidence)} CI]", f"Δ(highest) − Δ(lowest) [{pct(confidence)} CI]"
+    cols = ["line", "ratios", "pairs", slope_col, "slope p", "extremes", ext_col, "extremes p"]
+    if trends.empty:
+        return pd.DataFrame(columns=cols)
+    slope = trends.rename(columns={"slope_per_doubling": "delta", "slope_low": "ci_low", "slope_high": "ci_high"})
+    ext = trends.rename(columns={"extremes_difference": "delta", "extremes_low": "ci_low",
+                                 "extremes_high": "ci_high"})
+    return pd.DataFrame({
+        "line": trends["line"], "ratios": trends["ratios"], "pairs": trends["n_pairs"],
+        slope_col: slope.apply(_with_ci, axis=1), "slope p": _p(trends["slope_p"]),
+        "extremes": [f"{h:.3g}x vs {lo:.3g}x" for h, lo in zip(trends["high_ratio"], trends["low_ratio"])],
+        ext_col: ext.apply(_with_ci, axis=1), "extremes p": _p(trends["extremes_p"])}, columns=cols)
+
+
+def resolution_display(resolution: pd.DataFrame) -> pd.DataFrame:
+    cols = ["metric", "patch", "context", "baseline", "SF", "floor", "excess over floor", "|Δ|", "noise",
+            "separates the arms", "why"]
+    if resolution.empty:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame({
+        "metric": resolution["metric"], "patch": resolution["patch_size"], "context": resolution["context"],
+        "baseline": resolution["baseline_mean"], "SF": resolution["sf_mean"], "floor": resolution["floor"],
+        "excess over floor": resolution["excess_over_floor"], "|Δ|": resolution["abs_delta"],
+        "noise": resolution["noise"], "separates the arms": resolution["resolves"].map({True: "yes", False: "no"}),
+        "why": resolution["why"]}, columns=cols)
+    return out if resolution["context"].astype(bool).any() else out.drop(columns=["context"])
+
+
+def resolution_sentence(resolution: pd.DataFrame) -> str:
+    per_metric = resolution.groupby("metric", sort=False)["resolves"].agg(["sum", "size"])
+    per_metric = per_metric.sort_values("sum", ascending=False, kind="stable")  # the measures that separate lead
+    parts = [f"{m.split('/', 1)[-1]} in {int(r['sum'])} of {int(r['size'])} comparison(s)"
+             for m, r in per_metric.iterrows()]
+    return "Separates the arms at this sample count: " + "; ".join(parts) + "."
+
+
 def _plot(figures: dict[str, Path], key: str, caption: str) -> list[Plot]:
     return [Plot(figures[key], caption)] if key in figures else []
 
@@ -103,7 +155,9 @@ def method_statement(comparison: Comparison) -> str:
 
 def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison, sentence: str,
                    messages: list[str], excluded: pd.DataFrame, figures: dict[str, Path],
-                   search: SearchSummary | None, primary_source: str = "") -> list[Section]:
+                   search: SearchSummary | None, primary_source: str = "",
+                   regime: tuple[list[str], pd.DataFrame, pd.DataFrame] | None = None,
+                   resolution: pd.DataFrame | None = None) -> list[Section]:
     primary = metrics[0]
     secondary = [m for m in metrics[1:] if not m.startswith(BUCKET_PREFIX)]
     others = [verdict(comparison, m) for m in secondary]
@@ -115,16 +169,42 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
         holm = (f" Holm-adjusted over {n_holm} secondary comparisons (metrics × patch sizes){buckets}"
                 if n_holm else " not adjusted: the interval method gives no p-value")
         declared += f" The other metrics are secondary; their p-values are{holm}:"
-    sections = [Section("Verdict", [sentence, *details(comparison, primary), method_statement(comparison), declared],
+    regime_lines = [f"SF gain vs compression ratio, {s[:1].lower() + s[1:]}" for s in (regime[0] if regime else [])]
+    sections = [Section("Verdict", [sentence, *regime_lines, *details(comparison, primary), method_statement(comparison),
+                                    declared],
                         bullets=others, css_class="verdict")]
     if messages:
         sections.append(Section("What to run next", [
             "Missing or unpaired arms, and comparisons whose interval includes 0 with the seed pairs that would "
             "detect the effect:"], bullets=messages, css_class="todo"))
+    conf, label = comparison.confidence, method_label(comparison.method)
+    if regime is not None and regime[0]:
+        sentences, ratios, trends = regime
+        sections.append(Section(
+            "SF gain vs compression ratio",
+            [f"The patch compression ratio is the patch dim C·p² over the bottleneck width (JiT-B/32 at 256 px: "
+             f"3,072 / 128 = 24x; B/16: 6x). Each point is the mean seed-paired Δ of {primary} at one ratio with its "
+             f"{pct(conf)} {label} interval; one line per context. The trend is the ordinary least-squares slope of "
+             "the individual paired differences on log2(ratio), with its Student-t interval on N − 2 degrees of "
+             "freedom, beside the difference of the mean gains at the highest and lowest ratio "
+             f"({method_label(comparison.interaction_method)}).", *sentences],
+            tables=[("Per-ratio comparisons (regime.csv)", ratio_display(ratios, conf)),
+                    ("Trend with the compression ratio (regime_trend.csv)", trend_display(trends, conf))],
+            figures=_plot(figures, "gain_vs_ratio", f"SF gain vs compression ratio (mean paired Δ with {pct(conf)} "
+                          f"{label} CI; log x axis)")))
+    if resolution is not None and len(resolution):
+        sections.append(Section(
+            "Which measures resolve the arms",
+            ["Sample-quality measures from n samples have a floor: the same measure between two real sets of n "
+             "images. A measure with a subset SD (KID) separates the arms when the mean paired |Δ| is at least twice "
+             "its noise, sqrt(2) × the median subset SD; a Fréchet distance cannot when both arms sit within "
+             f"{AT_FLOOR:.0%} of its floor (the values are then mostly the estimator's bias), and otherwise does "
+             "when the paired interval excludes 0. The secondary list above leads with the measures that separate "
+             "the arms.", resolution_sentence(resolution)],
+            tables=[("Floor measures at this sample count (resolution.csv)", resolution_display(resolution))]))
     headline = table[~table["metric"].str.startswith(BUCKET_PREFIX)]
     inter = comparison.interactions
     inter_buckets = inter["metric"].str.startswith(BUCKET_PREFIX)
-    conf, label = comparison.confidence, method_label(comparison.method)
     sections.append(Section(
         "SF gain per tokenization",
         [f"Each Δ is SF minus baseline averaged over seed-matched pairs; a negative Δ is better except for "

@@ -20,7 +20,7 @@ import pandas as pd
 EXCLUDED_COLUMNS = ["run_id", "run_name", "experiment", "metric", "reason"]
 # measured or derived params (data fits, token count): they describe a run, they do not configure it
 MEASURED_PREFIXES = ("params.data.spectrum_", "params.spectral.fitted_", "params.model.tokens",
-                     "params.model.parameters")
+                     "params.model.parameters", "params.model.compression_ratio")
 # the arm (spectral.*), seed and tokenisation are what a comparison varies, so they never define its context
 _NOT_CONTEXT_PREFIXES = ("params.spectral.", "params.seed", "params.model.patch_size") + MEASURED_PREFIXES
 

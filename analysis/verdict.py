@@ -287,7 +287,8 @@ def missing_arms(runs: pd.DataFrame) -> list[str]:
                     why = _why_absent(runs, int(patch), partner, extra)
                     messages.append(f"At {label} {arm} seed(s) {_seeds(extra)} have no partner in the other arm "
                                     f"and are left out of the comparison{why}.")
-        if len(paired) == 1:
+        # a sweep over model.bottleneck asks the compression question at one patch size (analysis.regime): no hint
+        if len(paired) == 1 and "params.model.bottleneck" not in ctx_cols:
             (patch,) = paired
             finer = patch // 2 if patch % 2 == 0 and patch > 1 else None
             coarser = patch * 2 if all(s % (patch * 2) == 0 for s in image_sizes) else None

@@ -34,6 +34,9 @@ from trainers.config import config_with_overrides
 ROLE, TRIAL_ID, STATUS, SWEEP_KEY = "specforce.role", "specforce.trial_id", "specforce.status", "specforce.sweep_key"
 PARENT = "mlflow.parentRunId"
 ARTIFACT_DIRS = {"samples": "samples", "spectral": "spectral", "eval": "eval"}
+# config keys whose None means "the preset's": the worker reports the resolved value with its extra params (MLflow
+# params cannot change once logged, so the None is not logged first)
+RESOLVED_BY_WORKER = ("model.bottleneck",)
 
 
 def default_tracking_uri(cwd: pathlib.Path | None = None) -> str:
@@ -228,7 +231,7 @@ class MlflowTrialLogger(Callback):
             if self.search_tag:
                 tags["specforce.search"] = self.search_tag
             run_id = self.client.create_run(self.experiment_id, run_name=key, tags=tags).info.run_id
-            params = sorted(cfg.flat().items())
+            params = sorted((k, v) for k, v in cfg.flat().items() if not (v is None and k in RESOLVED_BY_WORKER))
             self.client.log_batch(run_id, params=[Param(k, param_value(v, k)) for k, v in params])
             self.last_step[run_id] = {}
         self.runs[key] = run_id

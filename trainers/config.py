@@ -38,6 +38,9 @@ class ModelConfig(_Frozen):
     preset: str = "jit-tiny"
     # None keeps the preset's own patch size; set it to tokenise the same architecture coarse or fine.
     patch_size: int | None = Field(default=None, gt=0)
+    # None keeps the preset's own bottleneck width (the patch embedder's p*p*C -> bottleneck map). Set it to vary the
+    # patch compression ratio (C*p*p / bottleneck, logged as model.compression_ratio) at a fixed token count.
+    bottleneck: int | None = Field(default=None, gt=0)
     # torch.compile each transformer block (trainers/accel.py); SF and the embedders stay eager. Off by default:
     # compiled kernels round differently (tests/test_gpu_options.py holds them to eager within 1e-5).
     compile: bool = False

@@ -378,10 +378,12 @@ class JiT(nn.Module):
 
 
 def build_jit(preset: str | JiTPreset, *, image_size: int, patch_size: int | None = None, in_channels: int = 3,
-              num_classes: int = 1000, spectral: nn.Module | None = None, **overrides: object) -> JiT:
+              num_classes: int = 1000, spectral: nn.Module | None = None, bottleneck: int | None = None,
+              **overrides: object) -> JiT:
     """Build a JiT from a preset name (case-insensitive) or a JiTPreset.
 
-    `patch_size=None` keeps the preset's own; `overrides` replace other preset fields (e.g. depth=2).
+    `patch_size=None` and `bottleneck=None` keep the preset's own; `overrides` replace other preset fields (e.g.
+    depth=2). The bottleneck sets the patch compression ratio in_channels*p*p / bottleneck at a fixed token count.
     """
     if isinstance(preset, str):
         key = _BY_LOWER.get(preset.lower())
@@ -392,11 +394,13 @@ def build_jit(preset: str | JiTPreset, *, image_size: int, patch_size: int | Non
         arch = preset
     else:
         raise TypeError(f"preset: expected a preset name or a JiTPreset, got {preset!r}")
-    fields = {f.name for f in dataclasses.fields(JiTPreset)} - {"patch_size"}
+    fields = {f.name for f in dataclasses.fields(JiTPreset)} - {"patch_size", "bottleneck"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"overrides: unknown field(s) {unknown}; allowed: {sorted(fields)}")
     if patch_size is not None:
         overrides["patch_size"] = patch_size
+    if bottleneck is not None:
+        overrides["bottleneck"] = bottleneck
     arch = dataclasses.replace(arch, **overrides)  # re-runs the preset's validation
     return JiT(arch, image_size=image_size, in_channels=in_channels, num_classes=num_classes, spectral=spectral)

@@ -136,7 +136,19 @@ def build_model(cfg: TrainConfig, channels: int, num_classes: int, spectral: tor
     from trainers.jit import build_jit
 
     return build_jit(cfg.model.preset, image_size=cfg.data.image_size, patch_size=cfg.model.patch_size,
-                     in_channels=channels, num_classes=num_classes, spectral=spectral)
+                     in_channels=channels, num_classes=num_classes, spectral=spectral, bottleneck=cfg.model.bottleneck)
+
+
+def model_shape_params(model: torch.nn.Module) -> dict[str, Any]:
+    """Derived params of the built model: token count, parameter count, the resolved bottleneck width and the patch
+    compression ratio (patch dim C*p*p over the bottleneck; JiT-B/32 at 3 channels: 3072/128 = 24)."""
+    preset = getattr(model, "preset", None)
+    out: dict[str, Any] = {"model.tokens": getattr(model, "num_tokens", None),
+                           "model.parameters": sum(p.numel() for p in model.parameters())}
+    if preset is not None:
+        out["model.bottleneck"] = preset.bottleneck
+        out["model.compression_ratio"] = model.in_channels * preset.patch_size ** 2 / preset.bottleneck
+    return out
 
 
 def data_spectrum(images: torch.Tensor) -> dict[str, float]:
@@ -216,8 +228,7 @@ class Trainer:
         run = TrainingRun(cfg, self.out_dir, model, ema, optimizer, dataset, device)
         run.extra_params.update(fitted)
         run.extra_params.update(data_spectrum(sample))
-        run.extra_params["model.tokens"] = getattr(model, "num_tokens", None)
-        run.extra_params["model.parameters"] = sum(p.numel() for p in model.parameters())
+        run.extra_params.update(model_shape_params(model))
         if self.resume_from.is_file():
             self._load(run, load_checkpoint(self.resume_from, map_location=device))
         if self.world > 1:
