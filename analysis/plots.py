@@ -126,32 +126,42 @@ def plot_gain_vs_tokens(comparisons: pd.DataFrame, path: str | Path) -> Path | N
 
 
 def plot_bucket_gains(comparisons: pd.DataFrame, path: str | Path) -> Path | None:
-    """SF − baseline of the held-out denoising loss per t bucket (where in time SF helps), one bar group per patch."""
+    """SF − baseline of the held-out denoising loss per t bucket (where in time SF helps), one bar group per patch
+    (and per context and SF configuration when the runs have several, e.g. a bottleneck or data sweep)."""
     table = comparisons[comparisons["metric"].str.startswith("eval/denoise_loss_t") & (comparisons["n_pairs"] > 0)]
     if table.empty:
         return None
     buckets = sorted(table["metric"].unique())
-    patches = sorted(table["patch_size"].unique(), reverse=True)
+    groups = (table[["context", "sf_config", "patch_size"]].drop_duplicates()
+              .sort_values(["context", "sf_config", "patch_size"], ascending=[True, True, False]))
+    many = len(groups) > len(groups["patch_size"].unique())  # several contexts: name them in the legend
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(min(9.0, 1.4 * len(buckets) + 2.5), 3.8), layout="constrained")
+        fig = Figure(figsize=(min(12.0, 1.4 * len(buckets) + 2.5 + (3.5 if many else 0)), 3.8),
+                     layout="constrained")
         ax = fig.subplots()
-        width = 0.8 / len(patches)
-        shades = np.linspace(1.0, 0.45, len(patches))
-        for i, patch in enumerate(patches):
-            rows = table[table["patch_size"] == patch].set_index("metric").reindex(buckets)
-            xs = np.arange(len(buckets)) + (i - (len(patches) - 1) / 2) * width
+        width = 0.8 / len(groups)
+        shades = np.linspace(1.0, 0.35, len(groups))
+        for i, (_, g) in enumerate(groups.iterrows()):
+            rows = table[(table["patch_size"] == g["patch_size"]) & (table["context"] == g["context"])
+                         & (table["sf_config"] == g["sf_config"])].set_index("metric").reindex(buckets)
+            xs = np.arange(len(buckets)) + (i - (len(groups) - 1) / 2) * width
             err = np.vstack([rows["delta"] - rows["ci_low"], rows["ci_high"] - rows["delta"]])
             tokens = rows["tokens"].dropna()
-            label = f"patch {int(patch)}" + (f" ({int(tokens.iloc[0])} tokens)" if len(tokens) else "")
+            label = f"patch {int(g['patch_size'])}" + (f" ({int(tokens.iloc[0])} tokens)" if len(tokens) else "")
+            if many:
+                label = ", ".join(x for x in (label, g["sf_config"], g["context"]) if x)
             ax.bar(xs, rows["delta"], width=width * 0.92, color=SF, alpha=float(shades[i]), label=label,
-                   yerr=np.nan_to_num(err), capsize=3, ecolor="0.25")
+                   yerr=np.nan_to_num(err), capsize=3 if len(groups) < 5 else 1, ecolor="0.25")
         ax.axhline(0.0, color="0.3", lw=1)
         ax.set_xticks(range(len(buckets)), [b.removeprefix("eval/denoise_loss_t") for b in buckets])
         ax.set_xlabel("t bucket (0 = pure noise, 1 = data)")
         ax.set_ylabel("Δ denoise loss (SF − baseline)")
         ax.text(0.01, 0.97, "SF better ↓", transform=ax.transAxes, va="top", color="0.35", fontsize=9)
         ax.set_title("Held-out denoising loss per t bucket: SF − baseline (CI)")
-        ax.legend(loc="best")
+        if many:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+        else:
+            ax.legend(loc="best")
         return _save(fig, path)
 
 
