@@ -65,6 +65,11 @@ def _add_common(p: argparse.ArgumentParser, storage: bool = True) -> None:
         p.add_argument("--storage", default=None, help="Ray storage path for checkpoints (default: <cwd>/ray_results)")
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true", help="stream Ray's and the workers' logs to the terminal "
+                   "(by default they go to <storage>/<name>/logs/, and the terminal shows one progress view)")
+
+
 def _spec_path(text: str) -> pathlib.Path:
     path = pathlib.Path(text)
     if not path.exists() and (SHIPPED / text).exists():  # `specforce sweep smoke.yaml` finds shipped specs
@@ -147,7 +152,7 @@ def cmd_sweep(args) -> int:
     from sweeps.runner import run_sweep
 
     out = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, resume=args.resume,
-                    address=args.address, num_cpus=args.num_cpus)
+                    address=args.address, num_cpus=args.num_cpus, verbose=args.verbose)
     print(f"sweep {out.name!r}: {out.trials} trials ({out.errored} failed) in {out.seconds:.0f}s; "
           f"MLflow experiment {out.experiment_id}, parent run {out.parent_run_id}")
     if out.best:
@@ -185,7 +190,8 @@ def cmd_demo(args) -> int:
     resume = (pathlib.Path(storage) / spec.name).exists()
     if resume:
         print(f"demo: continuing the sweep found in {storage}/{spec.name} (delete it to start over)")
-    out = run_sweep(spec, tracking_uri=uri, storage=storage, resume=resume, num_cpus=args.num_cpus)
+    out = run_sweep(spec, tracking_uri=uri, storage=storage, resume=resume, num_cpus=args.num_cpus,
+                    verbose=args.verbose)
     report_dir = pathlib.Path(args.out or f"reports/{spec.name}")
     # the held-out denoising loss leads: at demo scale it is the low-variance measure (DESIGN.md §4); fd_pixel
     # from a few hundred samples sits close to its data-vs-data floor
@@ -234,7 +240,7 @@ def cmd_submit(args) -> int:
 
     _load_spec(args.spec)  # a missing spec is named before the cluster is contacted
     job_id = submit(_spec_path(args.spec), address=args.address, tracking_uri=args.tracking_uri,
-                    storage=args.storage, wait=args.wait, resume=args.resume)
+                    storage=args.storage, wait=args.wait, resume=args.resume, verbose=args.verbose)
     print(job_id)
     return 0
 
@@ -282,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and every trial, validate, exit")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (ray://... or host:port)")
     p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_verbose(p)
     _add_common(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -296,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
     p.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 if it failed")
     p.add_argument("--resume", action="store_true", help="pass --resume to the sweep on the cluster")
+    _add_verbose(p)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the cluster can reach (an MLflow "
                    "server's http:// URL; a sqlite file only when the cluster is this machine)")
     p.add_argument("--storage", default=None, help="REQUIRED: Ray storage every node and a later --resume job can "
@@ -324,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", default="demo.yaml", help="sweep spec (default: the shipped demo.yaml)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>)")
     p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_verbose(p)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

@@ -21,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.spec import SpecError, SweepSpec, baseline_plans, grid_plans, load_spec
+from sweeps.trial import mark
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Results carry eval metrics only from the first evaluation on; the spec validator has already checked that the
@@ -60,6 +61,9 @@ class ProgressPrinter(Callback):
         self.done = 0
         self.t0 = time.time()
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        mark(_key(trial), "tune_trial_start")
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         shown = {k: result[k] for k in (self.metric, "eval/denoise_loss", "eval/fd_pixel", "train/loss")
                  if k and k in result}
@@ -67,6 +71,7 @@ class ProgressPrinter(Callback):
         print(f"[{self.phase}] {_key(trial)} @ {result.get('images', 0):,} images: {text}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        mark(_key(trial), "tune_trial_complete")
         self.done += 1
         print(f"[{self.phase}] trial {_key(trial)} finished ({self.done}/{self.total}, "
               f"{time.time() - self.t0:.0f}s elapsed)", flush=True)
@@ -97,6 +102,10 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         return
     project_root = str(pathlib.Path(__file__).resolve().parents[1])
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}
+    from sweeps.trial import TIMELINE_ENV
+
+    if os.environ.get(TIMELINE_ENV):  # the overhead benchmark's profile: every trial process appends to one file
+        env_vars[TIMELINE_ENV] = os.environ[TIMELINE_ENV]
     if not address and os.environ.get("RAY_ADDRESS"):
         # inside a Ray Job (`specforce submit`): join its cluster with the job's own runtime env (working_dir,
         # env vars); a second runtime_env here would conflict with it and Ray refuses the merge
@@ -111,6 +120,10 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     port = _free_port()
     env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
+    from sweeps.trial import LEAN_RAY_ENV, launch_mode
+
+    if launch_mode() == "lean":  # per-trial start-up on one machine (sweeps/trial.py's docstring)
+        env_vars.update({k: v for k, v in LEAN_RAY_ENV.items() if k not in os.environ})
     # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (DESIGN.md §4)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=port, runtime_env={"env_vars": env_vars}, log_to_driver=True)
@@ -162,12 +175,12 @@ def _optuna_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None = None, storage: str | None = None,
-              resume: bool = False, address: str | None = None, num_cpus: int | None = None) -> SweepOutcome:
-    import ray
-    from ray import tune
-
+              resume: bool = False, address: str | None = None, num_cpus: int | None = None,
+              verbose: bool = False) -> SweepOutcome:
+    """Runs every phase of `spec`. The terminal shows one progress view per phase; Ray's, Tune's and the workers'
+    output goes to `<storage>/<name>/logs/<time>.log` (sweeps/progress.py), also streamed when `verbose`."""
     from sweeps import tracking
-    from sweeps.trial import trial_trainable
+    from sweeps.progress import SweepConsole, log_path_for
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -186,6 +199,17 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
 
     check_or_record(spec, f"{storage.rstrip('/')}/{spec.name}", resume)  # refuses --resume with an edited spec
 
+    with SweepConsole(log_path_for(storage, spec.name), verbose=verbose) as console:
+        return _run_phases(spec, tracking_uri, storage, sweep_dir, phases, resume, address, num_cpus, console)
+
+
+def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pathlib.Path, phases, resume: bool,
+                address: str | None, num_cpus: int | None, console) -> SweepOutcome:
+    from ray import tune
+
+    from sweeps import tracking
+    from sweeps.trial import trial_trainable
+
     t0 = time.time()
     client = tracking.prepare_store(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, spec.name)
@@ -193,13 +217,18 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
                                        run_name=f"{spec.name}-sweep")
     outcome = SweepOutcome(spec.name, experiment_id, parent, tracking_uri, storage)
     loggers: list[tracking.MlflowTrialLogger] = []
-    print(f"sweep {spec.name!r}: MLflow {tracking_uri} (experiment {experiment_id}, parent run {parent}); "
-          f"Ray storage {sweep_dir}", flush=True)
+    console.print(f"sweep {spec.name!r}: MLflow {tracking_uri} (experiment {experiment_id}, parent run {parent}); "
+                  f"Ray storage {sweep_dir}")
+    console.print(f"logs of Ray and its workers: {console.log.path}" +
+                  ("" if console.verbose else " (--verbose also streams them here)"))
     try:
         _init_ray(address, num_cpus)
+        console.hook_ray()
         resources = resolve_resources(spec)
+        from sweeps.trial import launch_mode
+
         common = dict(base=spec.base, resources=resources, storage=storage, sweep_name=spec.name,
-                      max_failures=spec.max_failures, cache_dir=default_cache_dir())
+                      max_failures=spec.max_failures, cache_dir=default_cache_dir(), lean=launch_mode() == "lean")
         rounds = None
         if spec.seeds is not None:  # adaptive seeds: only the rounds still needed, analysed in between
             from sweeps.adaptive import AdaptiveRounds
@@ -217,7 +246,11 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
             loggers.append(logger)
             total = len(param_space["plan"]["grid_search"]) if "plan" in param_space else spec.search.num_samples
             metric = spec.search.metric if spec.search else None
-            callbacks = [logger, ProgressPrinter(phase, total, metric)]
+            if console.verbose:  # a line per evaluation, between Ray's streamed logs (the behaviour before issue 13)
+                view = ProgressPrinter(phase, total, metric)
+            else:
+                view = console.phase(phase, total, spec.analysis.primary, spec_total_images(spec))
+            callbacks = [logger, view]
             path = str(sweep_dir / phase)
             if resume and tune.Tuner.can_restore(path):
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -226,8 +259,10 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
                 tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(spec, phase),
                                    run_config=tune.RunConfig(name=phase, storage_path=str(sweep_dir),
                                                              callbacks=callbacks, verbose=0))
-            print(f"[{phase}] {total} trial(s)", flush=True)
-            results = tuner.fit()
+            console.print(f"[{phase}] {total} trial(s)")
+            with console.capture():  # quiet: what Tune prints (its experiment table, result paths) goes to the log
+                results = tuner.fit()
+            console.close_view()
             outcome.trials += len(results)
             outcome.errored += len(results.errors)
             if phase == "search" and spec.search:
@@ -244,12 +279,14 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         client.set_terminated(parent, status="FINISHED" if outcome.errored == 0 else "FAILED")
         return outcome
     except BaseException as err:
+        console.close_view()
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"  # no run is left RUNNING
         for logger in loggers:
             logger.close_all(status)
         client.set_terminated(parent, status=status)
         print(f"sweep {spec.name!r} stopped ({type(err).__name__}); partial results in {sweep_dir} and MLflow run "
-              f"{parent} (marked {status}); rerun with --resume to continue", file=sys.stderr, flush=True)
+              f"{parent} (marked {status}); rerun with --resume to continue; Ray's logs: {console.log.path}",
+              file=sys.stderr, flush=True)
         raise
 
 
@@ -275,8 +312,14 @@ def _phases(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
 def _tune_config(spec: SweepSpec, phase: str):
     from ray import tune
 
+    from sweeps.trial import launch_mode
+
+    # the next trial reuses a finished trial's Tune actor (a process that already imported torch); trial_trainable
+    # keeps no state between trials. Not with a scheduler: Tune caches the actor of a trial it stops early while its
+    # fit() still runs, and the next trial's reset then fails after 2 s and errors that trial
+    reuse = launch_mode() == "lean" and not (phase == "search" and spec.search and spec.search.scheduler)
     if phase != "search":
-        return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials)
+        return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse)
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -291,7 +334,8 @@ def _tune_config(spec: SweepSpec, phase: str):
                                   max_t=spec_total_images(spec))
     return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
                            num_samples=s.num_samples, scheduler=scheduler,
-                           max_concurrent_trials=min(s.max_concurrent, spec.max_concurrent_trials))
+                           max_concurrent_trials=min(s.max_concurrent, spec.max_concurrent_trials),
+                           reuse_actors=reuse)
 
 
 def spec_total_images(spec: SweepSpec) -> int:

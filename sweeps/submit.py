@@ -117,7 +117,7 @@ def check_job_storage(storage: str | None, address: str) -> str:
 
 
 def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
-           wait: bool = False, resume: bool = False) -> str:
+           wait: bool = False, resume: bool = False, verbose: bool = False) -> str:
     spec = load_spec(spec_path)  # validate locally before anything reaches the cluster
     spec_rel = os.path.relpath(spec_path.resolve(), ROOT)
     if spec_rel.startswith(".."):
@@ -135,6 +135,8 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
     args = ["-m", "sweeps.cli", "sweep", spec_rel, "--tracking-uri", uri, "--storage", storage]
     if resume:
         args.append("--resume")
+    if verbose:  # the job's log streams Ray's and the workers' logs too (else they go to the sweep's log file)
+        args.append("--verbose")
     python = os.environ.get("SPECFORCE_CLUSTER_PYTHON", sys.executable if _is_local(address) else "python")
     entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
     client = _client(address)

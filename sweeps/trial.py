@@ -13,6 +13,15 @@ Inside each worker (`worker_loop`) the plain PyTorch `trainers.loop.Trainer` run
 
 The MLflow side lives on the driver (sweeps/tracking.py): workers never write to the tracking store.
 
+Start-up per trial (issue 13): Ray starts about eight processes per trial (Tune's trial actor and its report queue,
+the Train controller, its placement-group cleaner, a synchronization actor, the worker, a Ray Data manager and a
+preemption watcher), each paying Python + Ray start-up and most of them `import torch`. The lean launch (default)
+drops the three that a sweep of short trials does not need: the Tune trial actor is reused by the next trial
+(`reuse_actors`, sweeps/runner.py), the Ray Data manager is not started when the trainer gets no datasets
+(`LeanTorchTrainer`), and on the embedded local cluster the preemption watcher is off and the controller polls
+every 0.5 s instead of 2 s (`LEAN_RAY_ENV`). Workers, DDP, FailureConfig and checkpoints are Ray Train's own.
+`SPECFORCE_TRIAL_LAUNCH=stock` restores Ray's settings (benchmarks/bench_sweep_overhead.py compares the two).
+
     python -m sweeps.cli sweep sweeps/configs/smoke.yaml      # runs trials through this module on local Ray
 """
 from __future__ import annotations
@@ -22,6 +31,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from trainers.config import config_from_dict, config_with_overrides
@@ -31,19 +41,59 @@ HISTORY_KEY = "specforce/history"
 PARAMS_KEY = "specforce/params"
 PROVENANCE_KEY = "specforce/provenance"
 IMAGES_KEY = "images"
+# benchmarks/bench_sweep_overhead.py sets this to a file: every process of a trial appends timestamped events to it
+TIMELINE_ENV = "SPECFORCE_TIMELINE"
+_PROCESS_MARKED: set[int] = set()
+
+LAUNCH_ENV = "SPECFORCE_TRIAL_LAUNCH"
+LAUNCH_MODES = ("lean", "stock")
+# Ray Train settings for the embedded local cluster (environment of every Ray process it starts); a value the user
+# exported already wins. The preemption watcher polls Ray for node drains, which one machine never has, costs one
+# actor process per trial and, on CPU, logs an error line per trial; the controller's poll interval is how late a
+# finished trial is noticed.
+LEAN_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+def launch_mode() -> str:
+    """`lean` (default) or `stock` (Ray's own per-trial settings), from $SPECFORCE_TRIAL_LAUNCH."""
+    value = os.environ.get(LAUNCH_ENV, "lean").strip().lower() or "lean"
+    if value not in LAUNCH_MODES:
+        from sweeps.errors import UserError
+
+        raise UserError(LAUNCH_ENV, "must be 'lean' (the default) or 'stock' (Ray's own per-trial settings)", value)
+    return value
+
+
+def mark(trial_id: str, event: str) -> None:
+    """Appends `{trial, event, t, pid}` to $SPECFORCE_TIMELINE (a no-op when unset); the first mark of a process
+    also records when the process was created, so a profile sees process start-up and imports separately."""
+    path = os.environ.get(TIMELINE_ENV)
+    if not path:
+        return
+    rows = []
+    pid = os.getpid()
+    if pid not in _PROCESS_MARKED:
+        import psutil  # a Ray dependency
+
+        _PROCESS_MARKED.add(pid)
+        rows.append({"trial": trial_id, "event": "process_created", "t": psutil.Process().create_time(), "pid": pid})
+    rows.append({"trial": trial_id, "event": event, "t": time.time(), "pid": pid})
+    with open(path, "a") as f:  # one short append per line: lines from concurrent processes do not interleave
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
 class RayReportHooks(Hooks):
     """Turns loop events into `ray.train.report` calls (every rank calls report: it is a barrier)."""
 
-    def __init__(self, rank: int):
-        self.rank = rank
+    def __init__(self, rank: int, trial_id: str = ""):
+        self.rank, self.trial_id = rank, trial_id
         self.history: list[dict[str, Any]] = []
         self.latest: dict[str, float] = {}
         self.run: TrainingRun | None = None
 
     def on_start(self, run: TrainingRun) -> None:
         self.run = run
+        mark(self.trial_id, f"setup_done_r{self.rank}")
 
     def on_metrics(self, images: int, metrics: dict[str, float]) -> None:
         # no print here: the driver prints progress once per evaluation (workers' stdout is forwarded and noisy)
@@ -59,8 +109,10 @@ class RayReportHooks(Hooks):
                                    PARAMS_KEY: json.dumps(self.run.extra_params, default=str),
                                    PROVENANCE_KEY: json.dumps(self.run.provenance, default=str)}
         checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if self.rank == 0 else None
+        mark(self.trial_id, f"report_r{self.rank}")
         ray.train.report(payload, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{images:012d}",
                          delete_local_checkpoint_after_upload=False)
+        mark(self.trial_id, f"reported_r{self.rank}")
         self.history = []
 
 
@@ -70,19 +122,41 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
     cfg = config_from_dict(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
+    mark(loop_config["trial_id"], f"loop_start_r{rank}")
     out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"specforce-{loop_config['trial_id']}-r{rank}-"))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # restarted after a failure: continue from the latest registered checkpoint
         with checkpoint.as_directory() as ckpt_dir:
             shutil.copytree(ckpt_dir, out_dir, dirs_exist_ok=True)
     try:
-        Trainer(cfg, out_dir, RayReportHooks(rank), cache_dir=loop_config["cache_dir"]).run()
+        Trainer(cfg, out_dir, RayReportHooks(rank, loop_config["trial_id"]), cache_dir=loop_config["cache_dir"]).run()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    mark(loop_config["trial_id"], f"loop_end_r{rank}")
+
+
+def lean_trainer_class():
+    """TorchTrainer that starts no Ray Data manager when it is given no datasets (ours never are).
+
+    Ray Train 2.60 adds its datasets callback to every run, and that callback starts a `DatasetManager` actor per
+    worker group: one more process per trial, importing ray.data, for nothing. Everything else is TorchTrainer's.
+    """
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            if self.datasets:
+                return callbacks
+            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+    return LeanTorchTrainer
 
 
 def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: dict[str, Any], storage: str,
-                    sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = ()) -> None:
+                    sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = (),
+                    lean: bool = True) -> None:
     """The Tune function trainable. `config` holds either a grid plan or the searcher's suggestion."""
     import ray
     import ray.train
@@ -96,12 +170,13 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
         trial_id = ray.tune.get_context().get_trial_id()
         overrides = {key: config[key] for key in search_keys}
         overrides["spectral.enabled"] = True
+    mark(trial_id, "trainable_start")
     cfg = config_with_overrides(base, overrides)
     use_gpu = bool(resources["use_gpu"])
     per_worker = {"CPU": resources["cpus_per_worker"]}
     if use_gpu:
         per_worker["GPU"] = resources["gpus_per_worker"] or 1
-    trainer = TorchTrainer(
+    trainer = (lean_trainer_class() if lean else TorchTrainer)(
         worker_loop,
         train_loop_config={"config": cfg.model_dump(mode="json"), "trial_id": trial_id, "cache_dir": cache_dir},
         scaling_config=ray.train.ScalingConfig(num_workers=resources["workers"], use_gpu=use_gpu,
@@ -116,4 +191,6 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
             logging_config=ray.LoggingConfig(log_level="WARNING"),
         ),
     )
+    mark(trial_id, "fit_start")
     trainer.fit()
+    mark(trial_id, "fit_end")

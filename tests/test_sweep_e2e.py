@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import time
@@ -46,6 +48,16 @@ def test_four_concurrent_trials_full_mlflow_layout(tmp_path):
     out = run_cli(["sweep", str(spec), "--num-cpus", "4"], tmp_path)
     assert "database is locked" not in out
     assert "4 trials (0 failed)" in out
+    # the quiet display (issue 13) as a log or pipe gets it: a line per evaluation and per finished trial, Ray's and
+    # the workers' output in the log file named at the start, the rank-deficient covariance warning once
+    assert len(out.splitlines()) <= 20 and len(out) < 5000, out
+    for noise in ("TrainingReport", "PreemptionWatcher", "RayTrainWorker", "Configuration for experiment"):
+        assert noise not in out, noise
+    assert out.count("warning: only 64 samples for 1024-dimensional features") == 1, out
+    assert re.search(r"^\[grid\] trial p4-sf1-\w+ finished: eval/denoise_loss=[\d.]+ \(\d/4 done", out, re.M), out
+    log = pathlib.Path(re.search(r"logs of Ray and its workers: (\S+\.log)", out)[1])
+    assert log.parent == tmp_path / "ray_results" / "four" / "logs"
+    assert log.read_text().count("Reporting training result") == 4  # one evaluation per trial, every one logged
     client = client_for(tmp_path)
     parents = sweep_runs(client, "four")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
