@@ -358,7 +358,9 @@ class ProgressView(Callback):
 
         key = _key(trial)
         mark(key, "tune_trial_start")
-        self.state.running[key] = TrialState(key, time.time(), total_images=self.total_images)
+        overrides = (trial.config.get("plan") or {}).get("overrides", {})
+        total = int(overrides.get("optim.total_images", self.total_images) or 0) or None
+        self.state.running[key] = TrialState(key, time.time(), total_images=total)
         self._draw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -371,7 +373,7 @@ class ProgressView(Callback):
             t.metric = float(result[self.state.primary])
         if self.console.live:
             self._draw(force=True)
-        else:
+        elif not (t.total_images and t.images >= t.total_images):  # the final result: the "finished" line says it
             self._line(trial_text(t, self.state.primary))
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -86,6 +86,39 @@ def test_console_routes_output_to_the_log_and_restores_what_it_replaced(tmp_path
         assert expected in text
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_view_redraws_in_place_and_leaves_one_summary_line(tmp_path):
+    """The redraw logic alone (Tune events called directly with plain trial records); the real-sweep test below
+    covers the same through Ray."""
+    from types import SimpleNamespace
+
+    term = _Terminal()
+    trials = [SimpleNamespace(trial_id=f"t{i}", last_result={},
+                              config={"plan": {"trial_id": f"p8-sf{i}-abc", "overrides": {}}}) for i in (0, 1)]
+    with SweepConsole(tmp_path / "v.log", out=term) as console:
+        console.print("[grid] 2 trial(s)")
+        view = console.phase("grid", 2, "eval/denoise_loss", total_images=3200)
+        for t in trials:
+            view.on_trial_start(0, trials, t)
+        view.on_trial_result(0, trials, trials[0], {"images": 1600, "eval/denoise_loss": 4.25})
+        screen = screen_of(term.getvalue())
+        assert screen[0] == "[grid] 2 trial(s)" and screen[1].startswith("[grid] ") and "0/2 done, 2 running" in screen[1]
+        assert screen[2:] == ["  p8-sf0-abc @ 1,600/3,200 images: eval/denoise_loss=4.25",
+                              "  p8-sf1-abc @ 0/3,200 images: training"]
+        console._on_ray_lines({"pid": 7, "lines": [f"{ROOT}/trainers/x.py:3: UserWarning: check this"]})
+        for t in trials:
+            view.on_trial_complete(0, trials, t)
+        console.close_view()
+    screen = screen_of(term.getvalue())
+    assert screen[0] == "[grid] 2 trial(s)"
+    assert screen[1].startswith("warning: check this (UserWarning, trainers/x.py:3;")
+    assert re.fullmatch(r"\[grid\] 2/2 trials done in 0:0\d", screen[2]) and len(screen) == 3, screen
+
+
 def screen_of(stream: str) -> list[str]:
     """The final screen of a terminal that received `stream`: the escapes the view uses (CR, LF, ESC[nF cursor
     up n lines to column 0, ESC[J clear to the end, ESC[K clear the line) and colour codes (ignored)."""
