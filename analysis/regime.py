@@ -9,10 +9,12 @@ the token count fixed and so separates compression from token count).
 - `ratio_table`: one row per comparison (metric, context, SF configuration, patch size) with its ratio, grouped into
   lines = the context without the bottleneck (e.g. one line per data spectrum); the interval is the comparison's own
   (calibrated Student-t by default, `analysis.intervals`).
-- `trend_table`: per line, the trend of the gain with log2(ratio): ordinary least squares of the individual
-  seed-paired differences on log2(ratio), slope with its Student-t interval on N - 2 degrees of freedom (exact for
-  normal differences with one SD across ratios); plus the difference of the mean gains at the largest and smallest
-  ratio (Welch, the same two-sample method as the coarse-vs-fine interaction).
+- `trend_table`: per line, the trend of the gain with log2(ratio): the least-squares slope of the individual
+  seed-paired differences on log2(ratio), which is a linear contrast of the per-ratio mean differences; its interval
+  uses each ratio's own variance and Welch-Satterthwaite degrees of freedom (`slope_contrast`), so a ratio whose
+  differences spread more does not make the interval too narrow (pooled OLS would assume one SD for all ratios);
+  plus the difference of the mean gains at the largest and smallest ratio (Welch, the same two-sample method as the
+  coarse-vs-fine interaction).
 - `regime_sentences`: the verdict in words, following those intervals ("grows" only when the slope's interval
   excludes 0 in the gain direction).
 
@@ -109,21 +111,32 @@ def varies_ratio(ratios: pd.DataFrame) -> bool:
     return bool(len(ratios)) and bool((ratios.groupby("line")["compression_ratio"].nunique() >= 2).any())
 
 
-def ols_slope(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """Slope of y on x by ordinary least squares, its Student-t interval (N - 2 df) and two-sided p."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    n = x.size
-    sxx = float(np.sum((x - x.mean()) ** 2))
-    if n < 3 or sxx == 0:
+def slope_contrast(groups: list[tuple[float, np.ndarray]], confidence: float) -> tuple[float, float, float, float]:
+    """Least-squares slope of the pooled points (x_i, d_ij) on x, with a Welch-Satterthwaite interval.
+
+    The slope is sum_i c_i * mean_i with c_i = n_i (x_i - xbar) / Sxx (xbar and Sxx weighted by the n_i), so its
+    variance is sum_i c_i^2 s_i^2 / n_i from each group's own variance s_i^2, on Satterthwaite's degrees of freedom
+    (the Welch t-test is the two-group case). Needs >= 2 distinct x and >= 2 points per group; else NaNs.
+    Returns (slope, low, high, two-sided p)."""
+    groups = [(float(x), np.asarray(d, dtype=np.float64)) for x, d in groups]
+    if len({x for x, _ in groups}) < 2 or any(d.size < 2 for _, d in groups):
         return math.nan, math.nan, math.nan, math.nan
-    slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
-    resid = y - (y.mean() + slope * (x - x.mean()))
-    se = math.sqrt(float(np.sum(resid ** 2)) / (n - 2) / sxx)
-    if se == 0:
+    n = np.array([d.size for _, d in groups], dtype=np.float64)
+    x = np.array([x for x, _ in groups])
+    means = np.array([d.mean() for _, d in groups])
+    var = np.array([d.var(ddof=1) for _, d in groups])
+    xbar = float(np.sum(n * x) / n.sum())
+    sxx = float(np.sum(n * (x - xbar) ** 2))
+    c = n * (x - xbar) / sxx
+    slope = float(np.sum(c * means))
+    terms = c ** 2 * var / n
+    se2 = float(terms.sum())
+    if se2 == 0:
         return slope, slope, slope, 0.0 if slope else 1.0
-    q = stats.t.ppf(0.5 + confidence / 2, n - 2)
-    p = float(2 * stats.t.sf(abs(slope / se), n - 2))
-    return slope, slope - q * se, slope + q * se, p
+    df = se2 ** 2 / float(np.sum(terms ** 2 / (n - 1)))
+    se = math.sqrt(se2)
+    q = stats.t.ppf(0.5 + confidence / 2, df)
+    return slope, slope - q * se, slope + q * se, float(2 * stats.t.sf(abs(slope / se), df))
 
 
 def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
@@ -133,22 +146,24 @@ def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     for line, rows in ratios.groupby("line", sort=True):
         if rows["compression_ratio"].nunique() < 2:
             continue
-        xs, ys, per_row = [], [], []
+        per_row = []
         for _, row in rows.iterrows():
             d = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
                       & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
-            d = d["delta"].to_numpy(dtype=np.float64)
-            per_row.append((row["compression_ratio"], d))
-            xs += [math.log2(row["compression_ratio"])] * d.size
-            ys += list(d)
-        slope, lo, hi, p = ols_slope(np.array(xs), np.array(ys), comparison.confidence)
+            per_row.append((row["compression_ratio"], d["delta"].to_numpy(dtype=np.float64)))
+        # two comparisons at one ratio (patch and bottleneck axes mixed) pool into one group of that x
+        by_x: dict[float, list[np.ndarray]] = {}
+        for r, d in per_row:
+            by_x.setdefault(math.log2(r), []).append(d)
+        groups = [(x, np.concatenate(ds)) for x, ds in sorted(by_x.items())]
+        slope, lo, hi, p = slope_contrast(groups, comparison.confidence)
         low_ratio, high_ratio = min(r for r, _ in per_row), max(r for r, _ in per_row)
         d_high = np.concatenate([d for r, d in per_row if r == high_ratio])
         d_low = np.concatenate([d for r, d in per_row if r == low_ratio])
         ext = difference_of_means_ci(d_high, d_low, confidence=comparison.confidence,
                                      method=comparison.interaction_method)
         out.append({"metric": rows["metric"].iloc[0], "line": line, "ratios": int(rows["compression_ratio"].nunique()),
-                    "n_pairs": len(ys), "slope_per_doubling": slope, "slope_low": lo, "slope_high": hi,
+                    "n_pairs": int(sum(d.size for _, d in groups)), "slope_per_doubling": slope, "slope_low": lo, "slope_high": hi,
                     "slope_p": p, "low_ratio": low_ratio, "high_ratio": high_ratio,
                     "extremes_difference": ext.estimate, "extremes_low": ext.low, "extremes_high": ext.high,
                     "extremes_p": ext.p_value})
@@ -193,7 +208,8 @@ def regime_sentences(ratios: pd.DataFrame, trends: pd.DataFrame, comparison: Com
         else:
             e, lo, hi = fmt(g, gl, gh)
             stats_text = (f"gain per doubling of the ratio {e} ({pct(conf)} CI [{lo}, {hi}], p = {fmt_p(t['slope_p'])}, "
-                          f"OLS of {int(t['n_pairs'])} seed-paired differences on log2 ratio)")
+                          f"least-squares slope of {int(t['n_pairs'])} seed-paired differences on log2 ratio, "
+                          "Welch-Satterthwaite)")
             if gl > 0:
                 trend = f"SF's gain in {short(metric)} grows with compression: {stats_text}"
             elif gh < 0:

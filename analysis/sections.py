@@ -184,9 +184,10 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
             "SF gain vs compression ratio",
             [f"The patch compression ratio is the patch dim C·p² over the bottleneck width (JiT-B/32 at 256 px: "
              f"3,072 / 128 = 24x; B/16: 6x). Each point is the mean seed-paired Δ of {primary} at one ratio with its "
-             f"{pct(conf)} {label} interval; one line per context. The trend is the ordinary least-squares slope of "
-             "the individual paired differences on log2(ratio), with its Student-t interval on N − 2 degrees of "
-             "freedom, beside the difference of the mean gains at the highest and lowest ratio "
+             f"{pct(conf)} {label} interval; one line per context. The trend is the least-squares slope of the "
+             "individual paired differences on log2(ratio), a contrast of the per-ratio means whose interval uses each "
+             "ratio's own variance on Welch-Satterthwaite degrees of freedom, beside the difference of the mean gains "
+             "at the highest and lowest ratio "
              f"({method_label(comparison.interaction_method)}).", *sentences],
             tables=[("Per-ratio comparisons (regime.csv)", ratio_display(ratios, conf)),
                     ("Trend with the compression ratio (regime_trend.csv)", trend_display(trends, conf))],

@@ -150,3 +150,28 @@ def test_spec_analysis_section_is_validated():
         spec_from_dict({**tree, "analysis": {"min_effect": -1}})
     with pytest.raises(SpecError, match=r"analysis.method: Input should be 't'"):
         spec_from_dict({**tree, "analysis": {"method": "bootstrap"}})
+
+
+def test_floor_measures_section_and_no_regime_without_a_ratio(demo):
+    _, _, result = demo
+    res = pd.read_csv(result.out_dir / "resolution.csv")
+    assert set(res["metric"]) == {"eval/fd_pixel"} and len(res) == 2  # the only floor measure, two patch sizes
+    # synthetic fd_pixel ~70 against a floor ~55: above the floor, so the paired interval decides
+    assert res["why"].str.startswith("above the floor").all()
+    assert list(res["resolves"]) == [(lo > 0 or hi < 0) for lo, hi in zip(
+        *(result.comparison.comparisons.set_index(["metric", "patch_size"]).loc[
+            [("eval/fd_pixel", p) for p in res["patch_size"]], c] for c in ("ci_low", "ci_high")))]
+    md = result.md_path.read_text()
+    assert "## Which measures resolve the arms" in md
+    # the synthetic runs log no model.compression_ratio: no regime section, figure or files
+    assert "## SF gain vs compression ratio" not in md and result.regime == []
+    assert not (result.out_dir / "regime.csv").exists() and "gain_vs_ratio" not in result.figures
+
+
+def test_default_metrics_include_kid_but_not_its_sd_or_floor():
+    from analysis.report import default_metrics
+
+    runs = pd.DataFrame({f"metrics.{m}": [1.0] for m in (
+        "eval/denoise_loss", "eval/fd_pixel", "eval/fd_pixel_floor", "eval/kid_pixel", "eval/kid_pixel_std",
+        "eval/kid_pixel_floor", "eval/spec_err_low")})
+    assert default_metrics(runs) == ["eval/fd_pixel", "eval/denoise_loss", "eval/kid_pixel", "eval/spec_err_low"]

@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis.regime import ols_slope
+from analysis.regime import slope_contrast
 from analysis.report import build_report
 from trainers.config import ConfigError, config_from_dict
 from trainers.jit import JIT_PRESETS, build_jit
@@ -92,24 +92,33 @@ def test_regime_spec_spans_four_ratios_two_spectra_four_seeds():
 
 
 # ---------------------------------------------------------------------------------------------------- the trend test
-def test_ols_slope_matches_scipy_linregress():
+def test_slope_contrast_is_the_least_squares_slope_with_a_welch_interval():
     rng = np.random.default_rng(3)
-    x = np.repeat(np.log2([3.0, 6.0, 12.0, 24.0]), 4)
-    y = -0.02 * x + rng.normal(0, 0.01, x.size)
-    slope, lo, hi, p = ols_slope(x, y, 0.95)
-    ref = stats.linregress(x, y)
-    q = stats.t.ppf(0.975, x.size - 2)
-    assert slope == pytest.approx(ref.slope, rel=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-9)
-    assert (lo, hi) == pytest.approx((ref.slope - q * ref.stderr, ref.slope + q * ref.stderr), rel=1e-9)
-    assert all(math.isnan(v) for v in ols_slope(np.ones(5), np.arange(5.0), 0.95))  # one ratio: no slope
+    x = np.log2([3.0, 6.0, 12.0, 24.0])
+    groups = [(xi, -0.02 * xi + rng.normal(0, 0.01, n)) for xi, n in zip(x, (4, 4, 5, 3))]
+    slope, lo, hi, p = slope_contrast(groups, 0.95)
+    pooled_x = np.concatenate([np.full(d.size, xi) for xi, d in groups])
+    assert slope == pytest.approx(stats.linregress(pooled_x, np.concatenate([d for _, d in groups])).slope, rel=1e-12)
+    # two groups: the slope is the difference of means over the x gap, and the interval is Welch's
+    a, b = rng.normal(0, 1, 4), rng.normal(1, 3, 6)
+    slope, lo, hi, p = slope_contrast([(0.0, a), (2.0, b)], 0.95)
+    welch = stats.ttest_ind(b, a, equal_var=False)
+    ci = welch.confidence_interval(0.95)
+    assert slope == pytest.approx((b.mean() - a.mean()) / 2) and p == pytest.approx(welch.pvalue, rel=1e-9)
+    assert (lo, hi) == pytest.approx((ci.low / 2, ci.high / 2), rel=1e-9)
+    assert all(math.isnan(v) for v in slope_contrast([(1.0, a), (1.0, b)], 0.95))  # one ratio: no slope
+    assert all(math.isnan(v) for v in slope_contrast([(0.0, a), (1.0, b[:1])], 0.95))  # a ratio with 1 pair
 
 
-def test_ols_slope_interval_is_calibrated_under_the_null():
+def test_slope_contrast_is_calibrated_under_the_null_with_unequal_spreads():
+    # the 24x pairs spread 5 times more than the 3x ones (as a noisy coarse ratio would): still ~5% false trends
     rng = np.random.default_rng(0)
-    x = np.repeat(np.log2([3.0, 6.0, 12.0, 24.0]), 4)
-    rejections = sum(not (lo <= 0 <= hi) for lo, hi in
-                     (ols_slope(x, rng.normal(0, 1, x.size), 0.95)[1:3] for _ in range(2000)))
-    assert 0.035 < rejections / 2000 < 0.065  # 5% nominal; binomial SD 0.5% at 2,000 draws
+    x, sds = np.log2([3.0, 6.0, 12.0, 24.0]), (0.2, 0.4, 0.6, 1.0)
+    false = 0
+    for _ in range(4000):
+        lo, hi = slope_contrast([(xi, rng.normal(0, sd, 4)) for xi, sd in zip(x, sds)], 0.95)[1:3]
+        false += not lo <= 0 <= hi
+    assert 0.03 < false / 4000 < 0.065  # nominal 5%; Satterthwaite is slightly conservative; binomial SD 0.35%
 
 
 # ----------------------------------------------------------------------------------------------- a synthetic regime
@@ -150,7 +159,8 @@ def log_regime(uri: str, experiment: str, *, noise: float = 0.003, kid_std: floa
                     kid = 0.01 + offset / 100 - 0.004 * sf + rng.normal(0, kid_std)
                     metrics = {"eval/denoise_loss": loss, "eval/kid_pixel": kid, "eval/kid_pixel_std": kid_std,
                                "eval/kid_pixel_floor": 0.0, "eval/fd_pixel": 140.0 + rng.normal(0, 1.0),
-                               "eval/fd_pixel_floor": 139.0}
+                               "eval/fd_pixel_floor": 139.0, "eval/denoise_loss_t0.0-0.5": loss / 2,
+                               "eval/denoise_loss_t0.5-1.0": loss * 1.5}
                     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 9600) for k, v in metrics.items()],
                                      params=[Param(k, str(v)) for k, v in params.items()])
                     client.set_terminated(run_id, "FINISHED")
@@ -163,7 +173,8 @@ def regime(tmp_path_factory):
     uri = f"sqlite:///{base}/mlflow.db"
     log_regime(uri, "regime")
     return build_report(["regime"], uri, base / "out", log_to_mlflow=False,
-                        metrics=["eval/denoise_loss", "eval/fd_pixel", "eval/kid_pixel"])
+                        metrics=["eval/denoise_loss", "eval/fd_pixel", "eval/kid_pixel", "eval/denoise_loss_t0.0-0.5",
+                                 "eval/denoise_loss_t0.5-1.0"])
 
 
 def test_regime_table_has_one_point_per_spectrum_and_ratio(regime):
@@ -188,7 +199,7 @@ def test_regime_trend_and_sentences_follow_the_intervals(regime):
     assert flat["slope_low"] < 0 < flat["slope_high"]
     by_line = {s.split(":")[0]: s for s in regime.regime}
     assert "SF's gain in denoise_loss grows with compression: gain per doubling of the ratio 0.02" \
-        in by_line["alpha_data=3.0"]
+        in by_line["alpha_data=3.0"] and "Welch-Satterthwaite" in by_line["alpha_data=3.0"]
     assert "SF better at 24x, 12x, 6x, 3x" in by_line["alpha_data=3.0"]
     assert "no clear trend of SF's gain in denoise_loss with compression" in by_line["alpha_data=1.5"]
     md = regime.md_path.read_text()
@@ -196,6 +207,7 @@ def test_regime_trend_and_sentences_follow_the_intervals(regime):
     assert "SF gain vs compression ratio, alpha_data=3.0: SF's gain" in md.split("## SF gain vs")[0]  # in the verdict
     assert "the coarse-vs-fine question needs a second patch size" not in md  # the bottleneck sweep needs no hint
     assert regime.figures["gain_vs_ratio"].is_file()
+    assert regime.figures["bucket_gains"].is_file()  # one bar group per bottleneck context, no duplicate-label crash
 
 
 def test_floor_measures_that_separate_the_arms_lead_the_secondary_list(regime):
@@ -205,7 +217,9 @@ def test_floor_measures_that_separate_the_arms_lead_the_secondary_list(regime):
     assert kid["resolves"].all() and not fd["resolves"].any()
     assert kid["noise"].to_numpy() == pytest.approx(math.sqrt(2) * 1e-4)
     assert fd["why"].str.startswith("both arms sit within 10% of the floor").all()
-    assert regime.metrics == ["eval/denoise_loss", "eval/kid_pixel", "eval/fd_pixel"]  # kid leads fd now
+    # the measure that separates the arms leads, the floor-bound one comes after the measures without a floor
+    assert regime.metrics == ["eval/denoise_loss", "eval/kid_pixel", "eval/denoise_loss_t0.0-0.5",
+                              "eval/denoise_loss_t0.5-1.0", "eval/fd_pixel"]
     md = regime.md_path.read_text()
     assert "Separates the arms at this sample count: kid_pixel in 8 of 8 comparison(s); fd_pixel in 0 of 8" in md
 
@@ -223,3 +237,38 @@ def test_kid_within_its_subset_sd_does_not_separate(tmp_path):
     assert len(res) == 16 and not res["resolves"].any()
     assert res.loc[res["metric"] == "eval/kid_pixel", "why"].str.endswith("(needs >= 2x)").all()
     assert order_secondary(metrics, res) == metrics  # nothing separates: order kept
+
+
+def test_patch_size_axis_gives_the_figure_too(tmp_path, capsys):
+    """The demo's axis: patch 16 vs 8 at a fixed bottleneck (ratio and token count change together)."""
+    import argparse
+
+    from analysis.report import add_arguments, main
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    rng = np.random.default_rng(1)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("patches")
+    parent = client.create_run(exp, tags={"specforce.role": "sweep"}).info.run_id
+    for patch, effect in ((16, -0.2), (8, -0.1)):  # 64 px, one channel, bottleneck 32: ratios 8 and 2
+        for seed in range(4):
+            offset = rng.normal(0, 0.05)
+            for sf in (False, True):
+                run_id = client.create_run(exp, tags={"specforce.role": "trial", "mlflow.parentRunId": parent}
+                                           ).info.run_id
+                params = {"model.patch_size": patch, "model.bottleneck": 32, "model.compression_ratio": patch ** 2 / 32,
+                          "model.tokens": (64 // patch) ** 2, "spectral.enabled": sf, "seed": seed,
+                          "data.image_size": 64}
+                loss = 1.0 + offset + effect * sf + rng.normal(0, 0.01)
+                client.log_batch(run_id, metrics=[Metric("eval/denoise_loss", loss, 0, 100)],
+                                 params=[Param(k, str(v)) for k, v in params.items()])
+                client.set_terminated(run_id, "FINISHED")
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--experiment", "patches", "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-log"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  regime: all runs: SF's gain in denoise_loss grows with compression: gain per doubling of the ratio 0.05" \
+        in out
+    ratios = pd.read_csv(tmp_path / "out" / "regime.csv")
+    assert list(ratios["compression_ratio"]) == [2.0, 8.0] and list(ratios["tokens"]) == [64, 16]
+    assert (tmp_path / "out" / "gain_vs_compression_ratio.png").is_file()
