@@ -137,9 +137,10 @@ def test_primary_and_min_effect_come_from_the_logged_spec(tmp_path):
 def test_spec_analysis_section_is_validated():
     import yaml
 
-    from sweeps.spec import SpecError, spec_from_dict
+    from sweeps.spec import SpecError, load_spec, spec_from_dict
 
-    tree = yaml.safe_load((ROOT / "sweeps" / "configs" / "demo.yaml").read_text())
+    assert load_spec(ROOT / "sweeps" / "configs" / "demo.yaml").analysis.primary == "eval/denoise_loss"
+    tree = yaml.safe_load((ROOT / "sweeps" / "configs" / "demo_32px.yaml").read_text())
     assert spec_from_dict(tree).analysis.primary == "eval/denoise_loss"  # the default, which the demo reports
     spec = spec_from_dict({**tree, "analysis": {"primary": "eval/fd_pixel", "min_effect": 2.0}})
     assert spec.analysis.min_effect == 2.0 and spec.model_dump(mode="json")["analysis"]["primary"] == "eval/fd_pixel"
