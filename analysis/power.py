@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
+from scipy import integrate, stats
 
 MAX_PAIRS = 100_000
 
@@ -28,7 +28,20 @@ def paired_t_power(effect: float, sd: float, n: int, *, alpha: float = 0.05) -> 
     df = n - 1
     crit = stats.t.ppf(1.0 - alpha / 2.0, df)
     nc = abs(effect) / sd * math.sqrt(n)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    if not math.isfinite(power):  # scipy's noncentral t returns NaN far in its tail (e.g. nc 11 at df 2)
+        power = _power_by_integration(crit, df, nc)
+    return power
+
+
+def _power_by_integration(crit: float, df: int, nc: float) -> float:
+    """P(|T| > crit) for T = (Z + nc) / sqrt(V / df), V ~ chi2(df), by integrating the normal tails over V."""
+    def tails(v: float) -> float:
+        scale = crit * math.sqrt(v / df)
+        return (stats.norm.sf(scale - nc) + stats.norm.cdf(-scale - nc)) * stats.chi2.pdf(v, df)
+
+    value, _ = integrate.quad(tails, 0.0, math.inf, limit=200)
+    return min(1.0, max(0.0, float(value)))
 
 
 def pairs_for_power(effect: float, sd: float, *, power: float = 0.8, alpha: float = 0.05) -> int | None:
