@@ -100,11 +100,20 @@ def usable_runs(runs: pd.DataFrame, metric: str) -> Selection:
     ok = ok[has]
     if len(ok):
         keys = ok["provenance"].map(lambda p: provenance_key(p, metric))
-        counts = keys.value_counts()
-        # the majority wins; ties go to the lexically first key so the choice does not depend on run order
-        reference = sorted(counts[counts == counts.max()].index)[0]
-        differs = keys != reference
-        drop(ok[differs], lambda r: _describe_difference(reference, keys[r.name]))
+        # within each context (e.g. one data spectrum of a data sweep), whose runs are averaged together: runs of
+        # different data have different reference sets by design and are never averaged, so they must not outvote
+        # each other
+        ctx = context_columns(ok)
+        groups = ok.groupby([ok[c].astype("string").fillna("<unset>") for c in ctx], sort=False).groups \
+            if ctx else {(): ok.index}
+        differs = pd.Series(False, index=ok.index)
+        for index in groups.values():
+            counts = keys[index].value_counts()
+            # the majority wins; ties go to the lexically first key so the choice does not depend on run order
+            reference = sorted(counts[counts == counts.max()].index)[0]
+            bad = keys[index] != reference
+            drop(ok.loc[bad[bad].index], lambda r, ref=reference: _describe_difference(ref, keys[r.name]))
+            differs[bad[bad].index] = True
         ok = ok[~differs]
     ok, dupes = _latest_per_config(ok)
     drop(dupes, "superseded by a later run of the same configuration and seed")

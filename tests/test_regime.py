@@ -146,9 +146,12 @@ def log_regime(uri: str, experiment: str, *, noise: float = 0.003, kid_std: floa
                 offset = rng.normal(0, 0.05)
                 for sf in (False, True):
                     name = f"a{alpha}-b{bottleneck}-{'sf' if sf else 'base'}-s{seed}"
+                    # each spectrum has its own reference set, as the evaluator records it: never outvoted
+                    entry = {"extractor": "pixel", "num_samples": 256, "reference_sha256": f"ref-{alpha}"}
+                    provenance = json.dumps({k: entry for k in ("kid_pixel", "kid_pixel_floor", "fd_pixel")})
                     run_id = client.create_run(exp, run_name=name, tags={
-                        "specforce.role": "trial", "mlflow.parentRunId": parent, "specforce.status": "completed"}
-                    ).info.run_id
+                        "specforce.role": "trial", "mlflow.parentRunId": parent, "specforce.status": "completed",
+                        "specforce.provenance": provenance}).info.run_id
                     params = {"model.preset": "jit-tiny", "model.patch_size": 8, "model.bottleneck": bottleneck,
                               "model.compression_ratio": ratio, "model.tokens": 16, "model.parameters": 1300000 + bottleneck,
                               "spectral.enabled": sf, "spectral.schedule": "linear", "data.name": "grf",
@@ -213,7 +216,8 @@ def test_regime_trend_and_sentences_follow_the_intervals(regime):
 def test_floor_measures_that_separate_the_arms_lead_the_secondary_list(regime):
     res = pd.read_csv(regime.out_dir / "resolution.csv")
     kid, fd = res[res["metric"] == "eval/kid_pixel"], res[res["metric"] == "eval/fd_pixel"]
-    assert len(kid) == len(fd) == 8
+    assert len(kid) == len(fd) == 8  # both spectra, though their reference sets differ
+    assert regime.excluded.empty
     assert kid["resolves"].all() and not fd["resolves"].any()
     assert kid["noise"].to_numpy() == pytest.approx(math.sqrt(2) * 1e-4)
     assert fd["why"].str.startswith("both arms sit within 10% of the floor").all()
