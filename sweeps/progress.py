@@ -240,27 +240,35 @@ class SweepConsole:
         if dispatcher is None or not hasattr(dispatcher, "add_handler"):
             raise RuntimeError(f"ray {__import__('ray').__version__}: ray._private.worker has no "
                                "global_worker_stdstream_dispatcher; sweeps/progress.py needs updating for it")
+        names = [name for name, _ in dispatcher.handlers]
+        for name in ("specforce_log_file", "specforce_late_log"):  # an earlier sweep in this process
+            dispatcher.remove_handler(name)
         if not self.verbose:
-            with contextlib.suppress(KeyError):  # absent when ray.init ran with log_to_driver=False
-                dispatcher.remove_handler("ray_print_logs")
+            dispatcher.remove_handler("ray_print_logs")
+        elif "ray_print_logs" not in names and ray_worker.global_worker.mode is not None:
+            import functools  # verbose after a quiet sweep in the same process: Ray's printer back
+
+            ignore = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+            dispatcher.add_handler("ray_print_logs",
+                                   functools.partial(ray_worker.print_to_stdstream, ignore_prefix=ignore))
         dispatcher.add_handler("specforce_log_file", self._on_ray_lines)
         self._ray_hooked = True
 
     def _unhook_ray(self) -> None:
+        """Quiet stays quiet after the sweep: Ray stays up in this process, and what its processes print while they
+        wind down is appended to the same log file rather than to the terminal under the command's last lines."""
         from ray._private import worker as ray_worker
 
         dispatcher = ray_worker.global_worker_stdstream_dispatcher
-        with contextlib.suppress(KeyError):
-            dispatcher.remove_handler("specforce_log_file")
+        dispatcher.remove_handler("specforce_log_file")
         if not self.verbose:
-            import functools
+            path = self.log.path
 
-            import ray
+            def late(data: dict[str, Any]) -> None:
+                with path.open("a", encoding="utf-8", errors="replace") as f:
+                    f.write("".join(f"(pid={data.get('pid')}) {line}\n" for line in data.get("lines", [])))
 
-            if ray.is_initialized():  # put Ray's printer back for whatever this process does next with Ray
-                ignore = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
-                dispatcher.add_handler("ray_print_logs",
-                                       functools.partial(ray_worker.print_to_stdstream, ignore_prefix=ignore))
+            dispatcher.add_handler("specforce_late_log", late)
         self._ray_hooked = False
 
     def _on_ray_lines(self, data: dict[str, Any]) -> None:
