@@ -123,8 +123,8 @@ def render_live(state: PhaseState, now: float, width: int) -> list[str]:
 
 
 def trial_text(trial: TrialState, primary: str) -> str:
-    of = f"/{trial.total_images:,}" if trial.total_images else ""
-    text = f"{trial.key} @ {trial.images:,}{of} images"
+    of = f" of {trial.total_images:,}" if trial.total_images else ""
+    text = f"{trial.key} @ {trial.images:,} images{of}"  # "@ N images" as before issue 13: scripts grep for it
     return text + (f": {primary}={fmt_value(trial.metric)}" if trial.metric is not None else ": training")
 
 

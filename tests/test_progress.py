@@ -35,8 +35,8 @@ def test_live_block_counts_eta_and_latest_metric_per_running_trial():
     lines = render_live(_state(now), now, width=200)
     # 2 done + half of one running trial = 2.5 of 4 trials in 100 s -> 1.5 left at 40 s each
     assert lines[0].startswith("[grid] ") and "2/4 done, 2 running, 0 queued | 1:40 elapsed, ETA 1:00" in lines[0]
-    assert lines[1] == "  p8-sf1-aaaaaa @ 1,600/3,200 images: eval/denoise_loss=4.852"
-    assert lines[2] == "  p4-sf0-bbbbbb @ 0/3,200 images: training"
+    assert lines[1] == "  p8-sf1-aaaaaa @ 1,600 images of 3,200: eval/denoise_loss=4.852"
+    assert lines[2] == "  p4-sf0-bbbbbb @ 0 images of 3,200: training"
     assert len(lines) == 3
     narrow = render_live(_state(now), now, width=30)
     assert all(len(line) <= 30 for line in narrow)  # never wraps: the redraw relies on the line count
@@ -107,8 +107,8 @@ def test_live_view_redraws_in_place_and_leaves_one_summary_line(tmp_path):
         view.on_trial_result(0, trials, trials[0], {"images": 1600, "eval/denoise_loss": 4.25})
         screen = screen_of(term.getvalue())
         assert screen[0] == "[grid] 2 trial(s)" and screen[1].startswith("[grid] ") and "0/2 done, 2 running" in screen[1]
-        assert screen[2:] == ["  p8-sf0-abc @ 1,600/3,200 images: eval/denoise_loss=4.25",
-                              "  p8-sf1-abc @ 0/3,200 images: training"]
+        assert screen[2:] == ["  p8-sf0-abc @ 1,600 images of 3,200: eval/denoise_loss=4.25",
+                              "  p8-sf1-abc @ 0 images of 3,200: training"]
         console._on_ray_lines({"pid": 7, "lines": [f"{ROOT}/trainers/x.py:3: UserWarning: check this"]})
         for t in trials:
             view.on_trial_complete(0, trials, t)
@@ -215,7 +215,7 @@ def test_real_sweep_on_a_terminal_shows_one_quiet_view(tmp_path):
     assert logged.count("RuntimeWarning: only 64 samples") == 2  # one per trial: every occurrence is kept
     # the live block was drawn while trials ran: the progress bar with counts, and a trial's primary metric
     assert re.search(r"\[grid\] .*\| \d/2 done, \d running, \d queued \| \d+:\d\d elapsed, ETA", stream)
-    assert re.search(r"sf[01]-\w+ @ 800/1,600 images: eval/denoise_loss=\d", stream), stream[-3000:]
+    assert re.search(r"sf[01]-\w+ @ 800 images of 1,600: eval/denoise_loss=\d", stream), stream[-3000:]
     runs = trial_runs(client_for(tmp_path), "view")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
 
