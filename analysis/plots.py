@@ -91,8 +91,13 @@ def plot_metric_vs_patch(values: Mapping[str, pd.DataFrame], path: str | Path) -
 
 
 def plot_gain_vs_tokens(comparisons: pd.DataFrame, path: str | Path) -> Path | None:
-    """Per metric: SF − baseline (mean paired delta) with its confidence interval against the token count."""
+    """Per metric: SF − baseline (mean paired delta) with its confidence interval against the token count.
+
+    Only (metric, SF configuration, context) groups measured at two or more token counts are drawn: a sweep at one
+    patch size (e.g. over the bottleneck, see `plot_gain_vs_ratio`) has no token axis."""
     table = comparisons[(comparisons["n_pairs"] > 0) & comparisons["tokens"].notna()]
+    spans = table.groupby(["metric", "sf_config", "context"])["tokens"].transform("nunique")
+    table = table[spans >= 2]
     metrics = list(dict.fromkeys(table["metric"]))
     if not metrics:
         return None

@@ -211,6 +211,7 @@ def test_regime_trend_and_sentences_follow_the_intervals(regime):
     assert "the coarse-vs-fine question needs a second patch size" not in md  # the bottleneck sweep needs no hint
     assert regime.figures["gain_vs_ratio"].is_file()
     assert regime.figures["bucket_gains"].is_file()  # one bar group per bottleneck context, no duplicate-label crash
+    assert "gain_vs_tokens" not in regime.figures  # one patch size: no token axis to draw
 
 
 def test_floor_measures_that_separate_the_arms_lead_the_secondary_list(regime):
