@@ -263,6 +263,12 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     confidence = _setting(confidence, spec, "confidence", 0.95)
     method = _setting(method, spec, "method", "t")
     min_effect = _setting(min_effect, spec, "min_effect", None)
+    from analysis.adaptive import adaptive_summary, register_confseq
+
+    adaptive_run = sweep_run_id or spec_run or _target_run(client, tables, None)  # the newest sweep by default
+    adaptive = adaptive_summary(tracking_uri, adaptive_run, tables.runs) if adaptive_run else None
+    if adaptive is not None:  # the sweep chose its seeds from the data: its intervals must be anytime-valid
+        method, confidence = register_confseq(adaptive.design), 1.0 - adaptive.design["alpha"]
     comparison = compare_arms(tables.runs, chosen, confidence=confidence, n_resamples=n_resamples, method=method,
                               primary=primary, min_effect=min_effect)
     sentence = verdict(comparison, primary)
@@ -296,6 +302,8 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
                 f"generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search,
                               primary_source, regime=(regime, ratios, trends), resolution=resolution)
+    if adaptive is not None:  # right after the verdict: seeds per arm, rounds, why the sweep stopped
+        sections.insert(1, adaptive.section())
     resampled = (f", {n_resamples} resamples, rng seed 0" if "bootstrap" in method_label(method) else "")
     footer = (f"Deltas are SF − baseline over seed-matched pairs (same seed and config). Intervals: "
               f"{confidence:.0%} {method_label(method)} for the mean paired difference{resampled}; "
