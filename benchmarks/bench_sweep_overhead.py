@@ -140,7 +140,9 @@ def _segments(events: list[dict], driver_pid: int) -> dict[str, float]:
     # wave: the first wave's actors take processes Ray pre-started with the cluster. A reused actor has none.
     starts = [ev["tune_trial_start"] - ev["process_created"] for ev in by_trial.values()
               if first_start < ev.get("process_created", 0) < ev.get("tune_trial_start", 0)]
-    later = sum(ev.get("tune_trial_start", 0) > first_start + 1 for ev in by_trial.values())
+    first_done = min((ev["tune_trial_complete"] for ev in by_trial.values() if "tune_trial_complete" in ev),
+                     default=first_start)
+    later = sum(ev.get("tune_trial_start", 0) > first_done for ev in by_trial.values())
     label = "new trial actor: process start -> trial start (later waves)"
     out[label] = round(statistics.mean(starts), 2) if starts else 0.0
     out[f"trials after the first wave that needed a new trial actor (of {later})"] = len(starts)

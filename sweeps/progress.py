@@ -379,10 +379,9 @@ class ProgressView(Callback):
         t.images = int(result.get("images", t.images) or 0)
         if self.state.primary in result:
             t.metric = float(result[self.state.primary])
-        if self.console.live:
-            self._draw(force=True)
-        elif not (t.total_images and t.images >= t.total_images):  # the final result: the "finished" line says it
+        if not (t.total_images and t.images >= t.total_images):  # the final result: the "finished" line says it
             self._line(trial_text(t, self.state.primary))
+        self._draw(force=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         from sweeps.runner import _key
@@ -394,11 +393,9 @@ class ProgressView(Callback):
         self.state.done += 1
         value = t.metric if t else (trial.last_result or {}).get(self.state.primary)
         self.state.last_finished = (key, value)
-        if self.console.live:
-            self._draw(force=True)
-        else:
-            shown = f": {self.state.primary}={fmt_value(value)}" if value is not None else ""
-            self._line(f"trial {key} finished{shown}")
+        shown = f": {self.state.primary}={fmt_value(value)}" if value is not None else ""
+        self._line(f"trial {key} finished{shown}")
+        self._draw(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from sweeps.runner import _key
@@ -416,9 +413,12 @@ class ProgressView(Callback):
 
     # ------------------------------------------------------------------------------------------ drawing
     def _line(self, text: str) -> None:
+        """An event line: always in the log (next to Ray's output); on the terminal only without a live block."""
         now = time.time()
-        print(f"[{self.state.phase}] {text} ({self.state.counts()}; {self.state.times(now)})", file=self.out,
-              flush=True)
+        line = f"[{self.state.phase}] {text} ({self.state.counts()}; {self.state.times(now)})"
+        self.console.log.write(line + "\n")
+        if not self.console.live:
+            print(line, file=self.out, flush=True)
 
     def _draw(self, force: bool = False) -> None:
         if self._finished or not self.console.live:
@@ -451,6 +451,7 @@ class ProgressView(Callback):
         if self._finished:
             return
         summary = render_summary(self.state, time.time())
+        self.console.log.write(summary + "\n")
         if self.console.live:
             self._replace([summary])
         else:
