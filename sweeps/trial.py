@@ -5,8 +5,10 @@ This is Ray Train V2's pattern (DESIGN.md §4): `Tuner(TorchTrainer(...))` raise
 same Train run in storage and resumes it), with `TuneReportCallback` forwarding worker reports to Tune.
 
 Inside each worker (`worker_loop`) the plain PyTorch `trainers.loop.Trainer` runs with `RayReportHooks`:
-- training metrics are buffered and sent with the next evaluation as a JSON history (fewer barriers, and every Tune
-  result then carries the eval metrics the searcher and scheduler need);
+- training metrics are sent with the next evaluation as a JSON history (fewer barriers, and every Tune result then
+  carries the eval metrics the searcher and scheduler need); rank 0 sends every row of the run so far (its
+  metrics.jsonl, part of the checkpoint), so rows whose report died with a killed driver are sent again after
+  `--resume` (the MLflow logger skips steps it already has);
 - each evaluation reports with a checkpoint: the run folder (checkpoint.pt, sample grids, spectra, mask picture),
   which Ray persists to the sweep's storage. After a worker failure the group restarts from that checkpoint
   (FailureConfig), and the loop resumes from its checkpoint.pt: resume is idempotent.
@@ -104,8 +106,16 @@ class RayReportHooks(Hooks):
         import ray.train
 
         assert self.run is not None
+        history = self.history
+        log_file = path.parent / "metrics.jsonl"  # rank 0's every metrics row, part of the checkpointed run folder
+        if self.rank == 0 and log_file.is_file():
+            # every row so far, not only those since the last report: if the driver dies after Ray persisted this
+            # checkpoint but before it logged this report, the resumed trial restarts from the checkpoint and would
+            # never send these rows again (lost train/* steps, seen in the driver-kill test); the MLflow logger skips
+            # steps it already has, so resending is idempotent
+            history = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
         payload: dict[str, Any] = {IMAGES_KEY: images, **self.latest,
-                                   HISTORY_KEY: json.dumps(self.history),
+                                   HISTORY_KEY: json.dumps(history),
                                    PARAMS_KEY: json.dumps(self.run.extra_params, default=str),
                                    PROVENANCE_KEY: json.dumps(self.run.provenance, default=str)}
         checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if self.rank == 0 else None
