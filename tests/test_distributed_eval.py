@@ -8,7 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainers.data import build_dataset
-from trainers.evaluation import Evaluator, _share
+from trainers.eval_dist import share as _share
+from trainers.evaluation import Evaluator
 from trainers.metrics import InceptionScoreStats, inception_score
 
 N = 90

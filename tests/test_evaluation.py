@@ -8,7 +8,8 @@ import scipy.linalg
 import torch
 
 from trainers.data import build_dataset
-from trainers.evaluation import REFERENCE_SEED, Evaluator, evaluate_images
+from trainers.eval_reference import REFERENCE_SEED
+from trainers.evaluation import Evaluator, evaluate_images
 from trainers.spectra import SpectrumStats, radial_bins, spectral_errors
 
 N = 120

@@ -6,7 +6,9 @@ import torch
 
 from trainers.config import config_from_dict
 from trainers.data import build_dataset
-from trainers.evaluation import REFERENCE_SEED, Evaluator, kid_name
+from trainers.eval_features import kid_name
+from trainers.eval_reference import REFERENCE_SEED
+from trainers.evaluation import Evaluator
 from trainers.kid import kernel_distance
 
 N = 100
