@@ -1,0 +1,365 @@
+"""The names and records every layer shares, in one place: metric keys and their directions, the t-buckets, the
+MLflow tag and artifact names, the default tracking store, and the trial record a worker sends its driver.
+
+Standard library only: `trainers` (inside Ray workers), `sweeps` (the driver) and `analysis` (no torch) all import
+it, and none of them may import another layer to learn a name (DESIGN.md §2; tests/test_layout.py checks both).
+A name written anywhere else as a string literal is a copy that can drift; read it from here.
+
+    python -m specforce_contracts                      # print the metric registry
+    python -c "import specforce_contracts as c; print(c.emitted_metrics(['fid', 'kid'], denoise_loss=True))"
+    python -c "import specforce_contracts as c; print(c.direction('eval/cls_accuracy_digitcnn'))"   # higher
+
+Metric registry: every key the training loop, the evaluator and the sweep driver log, slash-namespaced, with
+step = training images seen (DESIGN.md §3). `direction` is `lower` or `higher` (is better) for quality measures and
+`none` for numbers that describe a run but do not rank it (a spread, a data-vs-data floor, a rate, a time). Keys
+with a `{...}` part are patterns (`eval/fd_{extractor}`); `lookup` tries exact keys first, then patterns in order.
+`emitted_metrics` says which keys a trial with given `eval.metrics` reports: the spec validator accepts exactly
+those as search and primary metrics, and tests hold the evaluator to it.
+
+Trial record (`TrialRecord`): what one trial actually ran, built by the worker once (trainers/record.py) and sent
+with its first report; the driver logs exactly that, as params (`TrialRecord.params`) and as the JSON artifact
+`ARTIFACT_TRIAL_RECORD`. The Spectral Forcing operator's own description (`SpectralForcing.describe()`) is logged
+under `spectral.used.*`, so an analysis reads the alpha, r0 and cutoffs used instead of re-deriving them.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+# ------------------------------------------------------------------------------------------------------ directions
+LOWER, HIGHER, NONE = "lower", "higher", "none"  # none: describes a run, does not rank it
+DIRECTIONS = (LOWER, HIGHER, NONE)
+
+# ---------------------------------------------------------------------------------------- evaluator options, names
+EVAL_PREFIX = "eval/"
+TRAIN_PREFIX = "train/"
+SWEEP_PREFIX = "sweep/"
+# eval.metrics options (trainers/evaluation.py): what to measure; each emits the keys of `EMITS` below
+EVAL_METRIC_OPTIONS = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
+CLASSIFIER_DATASETS = ("mnist", "digits")  # eval.metrics `classifier` needs a digit dataset
+CLASSIFIER_EXTRACTOR = "digitcnn"  # trainers/classifier.py: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
+PIXEL_EXTRACTOR = "pixel"
+FLOOR_SUFFIX, STD_SUFFIX = "_floor", "_std"
+# eval/spec_err_<band>: bands of the normalised radius f = k / (H/2) (trainers/spectra.py)
+SPECTRUM_BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 1 / 3), "mid": (1 / 3, 2 / 3), "high": (2 / 3, 1.0)}
+SPEC_ERR_PREFIX = "eval/spec_err_"
+
+# the held-out denoising loss (eval.denoise_loss): overall and per t-bucket, buckets [lo, hi) except the last [lo, hi]
+DENOISE_LOSS = "eval/denoise_loss"
+DENOISE_BUCKET_PREFIX = "eval/denoise_loss_t"
+T_BUCKET_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+TRAIN_LOSS, TRAIN_LR, TRAIN_IMAGES_PER_S = "train/loss", "train/lr", "train/images_per_s"
+EVAL_SECONDS = "eval/seconds"
+SWEEP_SECONDS, SWEEP_TRIALS, SWEEP_ERRORED = "sweep/seconds", "sweep/trials", "sweep/errored"
+SWEEP_ROUND, SWEEP_SEEDS_PER_ARM = "sweep/round", "sweep/seeds_per_arm"  # adaptive sweeps, step = round
+IMAGES_KEY = "images"  # the step of a metrics row (metrics.jsonl, Tune results): training images seen
+
+
+def edge_name(v: float) -> str:
+    """0.2 -> "0.2", 0.25 -> "0.25": one decimal when it is exact, else the shortest form."""
+    return f"{v:.1f}" if round(v, 1) == v else f"{v:g}"
+
+
+def t_bucket_names(edges: Iterable[float] = T_BUCKET_EDGES) -> tuple[str, ...]:
+    """("0.0-0.2", "0.2-0.4", ...): the suffixes of the per-bucket denoising-loss keys."""
+    e = [float(v) for v in edges]
+    return tuple(f"{edge_name(lo)}-{edge_name(hi)}" for lo, hi in zip(e, e[1:]))
+
+
+def denoise_bucket_key(lo: float, hi: float) -> str:
+    return f"{DENOISE_BUCKET_PREFIX}{edge_name(float(lo))}-{edge_name(float(hi))}"
+
+
+def denoise_loss_keys(edges: Iterable[float] = T_BUCKET_EDGES) -> tuple[str, ...]:
+    """eval/denoise_loss and its per-bucket keys, in bucket order."""
+    return (DENOISE_LOSS,) + tuple(DENOISE_BUCKET_PREFIX + name for name in t_bucket_names(edges))
+
+
+def kid_name(fd_metric: str) -> str:
+    """The KID key that goes with an FD key (no `eval/`): fid -> kid (Inception), fd_pixel -> kid_pixel,
+    fd_<x> -> kid_<x>."""
+    return "kid" if fd_metric == "fid" else "kid_" + fd_metric.removeprefix("fd_")
+
+
+# --------------------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # exact key, or a pattern with {extractor} / {band} / {bucket} parts
+    direction: str  # LOWER | HIGHER | NONE
+    producer: str  # "loop", "denoise_loss", an eval.metrics option, or "driver"
+    summary: str
+
+    @property
+    def is_pattern(self) -> bool:
+        return "{" in self.key
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        parts = re.split(r"\{[a-z_]+\}", self.key)
+        return re.compile("^" + r"[A-Za-z0-9_.\-]+".join(re.escape(p) for p in parts) + "$")
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(TRAIN_LOSS, LOWER, "loop", "training v-loss, mean since the last log line"),
+    MetricSpec(TRAIN_LR, NONE, "loop", "learning rate"),
+    MetricSpec(TRAIN_IMAGES_PER_S, NONE, "loop", "training throughput"),
+    MetricSpec(EVAL_SECONDS, NONE, "loop", "wall time of one evaluation"),
+    MetricSpec(DENOISE_LOSS, LOWER, "denoise_loss", "held-out v-loss: fixed batch, noise and t grid"),
+    MetricSpec(DENOISE_BUCKET_PREFIX + "{bucket}", LOWER, "denoise_loss", "held-out v-loss inside one t-bucket"),
+    # floors and spreads first: the generic patterns below would match them too
+    MetricSpec("eval/fd_{extractor}_floor", NONE, "evaluator", "data-vs-data Fréchet distance at the same n"),
+    MetricSpec("eval/fid_floor", NONE, "fid", "data-vs-data FID at the same n"),
+    MetricSpec("eval/kid_{extractor}_floor", NONE, "kid", "data-vs-data KID"),
+    MetricSpec("eval/kid_floor", NONE, "kid", "data-vs-data KID (Inception)"),
+    MetricSpec("eval/kid_{extractor}_std", NONE, "kid", "SD of half-size subset KID estimates"),
+    MetricSpec("eval/kid_std", NONE, "kid", "SD of half-size subset KID estimates (Inception)"),
+    MetricSpec("eval/is_std", NONE, "is", "SD of the Inception Score over 10 splits"),
+    MetricSpec("eval/fd_pixel", LOWER, "fd_pixel", "Fréchet distance of raw pixels"),
+    MetricSpec("eval/fid", LOWER, "fid", "FID, Inception-v3 2015-12-05 pool3 (torch-fidelity)"),
+    MetricSpec("eval/is", HIGHER, "is", "Inception Score"),
+    MetricSpec(f"eval/fd_{CLASSIFIER_EXTRACTOR}", LOWER, "classifier", "Fréchet distance of digit-CNN features"),
+    MetricSpec("eval/fd_{extractor}", LOWER, "evaluator", "Fréchet distance of another extractor's features"),
+    MetricSpec("eval/kid", LOWER, "kid", "kernel distance of Inception features"),
+    MetricSpec("eval/kid_{extractor}", LOWER, "kid", "kernel distance of pixels or another extractor's features"),
+    MetricSpec("eval/cls_accuracy_{extractor}", HIGHER, "classifier", "the classifier's held-out accuracy"),
+    MetricSpec("eval/cls_label_acc_{extractor}", HIGHER, "classifier",
+               "share of samples classified as the label they were generated for"),
+    MetricSpec("eval/cls_score_{extractor}", HIGHER, "classifier", "exp E KL(p(y|x) || p(y)) of the classifier"),
+    MetricSpec(SPEC_ERR_PREFIX + "{band}", LOWER, "spectrum", "mean |log10 power error| in one frequency band"),
+    MetricSpec(SWEEP_SECONDS, NONE, "driver", "wall time of the sweep"),
+    MetricSpec(SWEEP_TRIALS, NONE, "driver", "trials run"),
+    MetricSpec(SWEEP_ERRORED, NONE, "driver", "trials that errored"),
+    MetricSpec(SWEEP_ROUND, NONE, "driver", "adaptive rounds analysed (step = round)"),
+    MetricSpec(SWEEP_SEEDS_PER_ARM, NONE, "driver", "seeds per arm after a round (step = round)"),
+)
+_EXACT = {m.key: m for m in METRICS if not m.is_pattern}
+
+
+def lookup(key: str) -> MetricSpec | None:
+    """The registry entry of a metric key (exact keys first, then patterns in registry order); None if unknown."""
+    if key in _EXACT:
+        return _EXACT[key]
+    return next((m for m in METRICS if m.is_pattern and m.regex.match(key)), None)
+
+
+def direction(key: str) -> str:
+    """LOWER, HIGHER or NONE; an unknown key (e.g. a user's own metric) counts as lower-is-better, like a loss."""
+    spec = lookup(key)
+    return spec.direction if spec is not None else LOWER
+
+
+def higher_is_better(key: str) -> bool:
+    return direction(key) == HIGHER
+
+
+def search_mode(key: str) -> str:
+    """Optuna/Tune mode for a metric: "max" for higher-is-better, else "min"."""
+    return "max" if higher_is_better(key) else "min"
+
+
+def _option_keys(option: str, options: tuple[str, ...]) -> list[str]:
+    """Keys (without eval/) one eval.metrics option emits, given the other options requested with it."""
+    cls = CLASSIFIER_EXTRACTOR
+    if option == "fd_pixel":
+        return ["fd_pixel", "fd_pixel" + FLOOR_SUFFIX]
+    if option == "fid":  # the Inception pass also gives the Inception Score
+        return ["fid", "fid" + FLOOR_SUFFIX, "is", "is" + STD_SUFFIX]
+    if option == "is":
+        return ["is", "is" + STD_SUFFIX]
+    if option == "classifier":
+        return [f"fd_{cls}", f"fd_{cls}{FLOOR_SUFFIX}", f"cls_accuracy_{cls}", f"cls_score_{cls}",
+                f"cls_label_acc_{cls}"]
+    if option == "spectrum":
+        return [SPEC_ERR_PREFIX.removeprefix(EVAL_PREFIX) + band for band in SPECTRUM_BANDS]
+    if option == "kid":  # raw pixels always, plus every other feature source requested with it
+        sources = ["fd_pixel"] + (["fid"] if "fid" in options else []) + ([f"fd_{cls}"] if "classifier" in options
+                                                                          else [])
+        return [kid_name(s) + suffix for s in sources for suffix in ("", STD_SUFFIX, FLOOR_SUFFIX)]
+    raise ValueError(f"unknown eval metric {option!r}; known: {', '.join(EVAL_METRIC_OPTIONS)}")
+
+
+def evaluator_keys(options: Iterable[str]) -> set[str]:
+    """Keys without `eval/` the evaluator can return for these eval.metrics options (floors are left out only
+    when no second real set exists, with a warning; cls_label_acc_* only for labelled samples)."""
+    opts = tuple(options)
+    return {k for option in opts for k in _option_keys(option, opts)}
+
+
+def emitted_metrics(options: Iterable[str], *, denoise_loss: bool,
+                    edges: Iterable[float] = T_BUCKET_EDGES) -> set[str]:
+    """Every metric key a trial with these eval settings reports (the spec validator's list)."""
+    names = {TRAIN_LOSS, TRAIN_LR, TRAIN_IMAGES_PER_S, EVAL_SECONDS}
+    if denoise_loss:
+        names.update(denoise_loss_keys(edges))
+    names.update(EVAL_PREFIX + k for k in evaluator_keys(options))
+    return names
+
+
+# -------------------------------------------------------------------------------------------------- MLflow names
+PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # opens the runs table
+ROLE_TAG = "specforce.role"
+ROLE_SWEEP, ROLE_TRIAL, ROLE_TRAIN = "sweep", "trial", "train"
+STATUS_TAG = "specforce.status"  # refines MLflow's FINISHED; its absence never excludes a run (DESIGN.md §3)
+STATUS_RUNNING, STATUS_COMPLETED, STATUS_STOPPED_EARLY = "running", "completed", "stopped_early"
+STATUS_FAILED, STATUS_INTERRUPTED = "failed", "interrupted"
+TRIAL_ID_TAG = "specforce.trial_id"
+SWEEP_KEY_TAG = "specforce.sweep_key"
+RUN_NAME_TAG = "specforce.run_name"  # `specforce train` runs: found again by name on a rerun
+SEARCH_TAG, SEARCH_OPTUNA = "specforce.search", "optuna"
+PROVENANCE_TAG = "specforce.provenance"  # JSON: per metric, extractor, weights, sample count, reference set
+ADAPTIVE_DESIGN_TAG = "specforce.adaptive.design"
+ADAPTIVE_ROUND_TAG = "specforce.adaptive.round"
+ADAPTIVE_DECISION_TAG = "specforce.adaptive.decision"
+ADAPTIVE_REASON_TAG = "specforce.adaptive.reason"
+JOB_SPEC_METADATA = "specforce.spec"  # Ray Jobs metadata of `specforce submit`
+
+# artifacts (paths inside a run's artifact root) and the folders the loop writes them to
+ARTIFACT_SPEC = "spec/spec.json"  # sweep parent run: the spec as run
+ARTIFACT_REPORT_DIR = "report"  # sweep parent run: `specforce report` output
+ARTIFACT_ADAPTIVE_ROUND = "adaptive/round-{}.json"  # sweep parent run, per round
+ARTIFACT_CONFIG_DIR = "config"
+ARTIFACT_RESOLVED_CONFIG = "config/resolved.yaml"
+ARTIFACT_TRIAL_RECORD = "config/record.json"  # TrialRecord.to_json()
+ARTIFACT_SAMPLES_DIR, ARTIFACT_SPECTRAL_DIR, ARTIFACT_EVAL_DIR = "samples", "spectral", "eval"
+ARTIFACT_CHECKPOINTS_DIR, ARTIFACT_LOGS_DIR = "checkpoints", "logs"
+ARTIFACT_FINAL_SAMPLES = "samples/final.png"
+ARTIFACT_SPECTRA = "eval/spectra.json"
+
+# ------------------------------------------------------------------------------------------------ tracking store
+DEFAULT_STORE_FILE = "mlflow.db"
+
+
+def default_tracking_uri(cwd: str | pathlib.Path | None = None) -> str:
+    """MLflow's default store (DESIGN.md §3) made absolute: `sqlite:///<cwd>/mlflow.db`, symlinks resolved.
+    Absolute because Ray processes run in other working directories."""
+    return f"sqlite:///{(pathlib.Path(cwd or pathlib.Path.cwd()) / DEFAULT_STORE_FILE).resolve()}"
+
+
+# ---------------------------------------------------------------------------------------------------------- params
+# params that describe what a run measured or derived, not how it was configured: never a comparison's context
+DATA_SPECTRUM_PARAMS = {"alpha": "data.spectrum_alpha", "r0": "data.spectrum_r0"}
+FITTED_PARAMS = {"alpha": "spectral.fitted_alpha", "r0": "spectral.fitted_r0"}
+SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
+DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
+MEASURED_PARAM_PREFIXES = ("data.spectrum_", "spectral.fitted_", SF_USED_PREFIX, "model.tokens", "model.parameters",
+                           "model.compression_ratio")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config tree -> dotted keys (the MLflow param names); `options` mappings stay one value."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key != "options":
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- trial record
+RECORD_VERSION = 1
+RECORD_REPORT_KEY = "specforce/record"  # the Tune result key of the record (first report of a worker)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy (tuples -> lists, mappings -> dicts) so a record equals its round trip."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one trial ran: the resolved config tree (`TrainConfig.model_dump(mode="json")`), params derived from the
+    built model (DERIVED_PARAMS), the power-law fit of the training data's spectrum ({"alpha", "r0"}, NaN when the
+    data is no power law), the snr schedule's own fit ({} unless it fitted), and `SpectralForcing.describe()` of the
+    operator the model used (None without SF)."""
+
+    config: dict[str, Any]
+    derived: dict[str, Any] = field(default_factory=dict)
+    data_spectrum: dict[str, float] = field(default_factory=dict)
+    fitted: dict[str, float] = field(default_factory=dict)
+    spectral: dict[str, Any] | None = None
+    version: int = RECORD_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, Mapping) or not self.config:
+            raise ValueError(f"TrialRecord.config: the resolved config tree is required, got {self.config!r}")
+        unknown = set(self.derived) - set(DERIVED_PARAMS)
+        if unknown:
+            raise ValueError(f"TrialRecord.derived: unknown keys {sorted(unknown)}; known: {list(DERIVED_PARAMS)}")
+        for name, part in (("data_spectrum", self.data_spectrum), ("fitted", self.fitted)):
+            if set(part) - {"alpha", "r0"}:
+                raise ValueError(f"TrialRecord.{name}: keys must be alpha and r0, got {sorted(part)}")
+        for name in ("config", "derived", "data_spectrum", "fitted", "spectral"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _plain(value))
+
+    @classmethod
+    def from_run(cls, config: Mapping[str, Any], extra_params: Mapping[str, Any],
+                 spectral: Mapping[str, Any] | None) -> "TrialRecord":
+        """From the loop's pieces: the config tree, its dotted extra params (model shape, data spectrum, snr fit)
+        and the SF operator's describe()."""
+        extra = dict(extra_params)
+        pick = lambda names: {k: extra.pop(dotted) for k, dotted in names.items() if dotted in extra}  # noqa: E731
+        data_spectrum, fitted = pick(DATA_SPECTRUM_PARAMS), pick(FITTED_PARAMS)
+        derived = {k: extra.pop(k) for k in DERIVED_PARAMS if k in extra}
+        if extra:
+            raise ValueError(f"extra params {sorted(extra)} have no place in the trial record (specforce_contracts)")
+        return cls(dict(config), derived, data_spectrum, fitted, None if spectral is None else dict(spectral))
+
+    def params(self) -> dict[str, Any]:
+        """The run's MLflow params: dotted config keys, derived values (a resolved value replaces the config's None),
+        the data spectrum fit, the snr fit, and the SF operator's arguments as `spectral.used.<name>`."""
+        out = flatten(self.config)
+        out.update(self.derived)
+        out.update({DATA_SPECTRUM_PARAMS[k]: v for k, v in self.data_spectrum.items()})
+        out.update({FITTED_PARAMS[k]: v for k, v in self.fitted.items()})
+        if self.spectral is not None:
+            out.update({SF_USED_PREFIX + k: v for k, v in self.spectral.items()})
+        return out
+
+    @property
+    def total_images(self) -> int | None:
+        value = self.config.get("optim", {}).get("total_images")
+        return int(value) if value is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "config": self.config, "derived": self.derived,
+                "data_spectrum": self.data_spectrum, "fitted": self.fitted, "spectral": self.spectral}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialRecord":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a trial record is a mapping, got {type(data).__name__}")
+        version = data.get("version")
+        if version != RECORD_VERSION:
+            raise ValueError(f"trial record version {version!r}: this specforce reads version {RECORD_VERSION}")
+        known = {"version", "config", "derived", "data_spectrum", "fitted", "spectral"}
+        if set(data) - known:
+            raise ValueError(f"trial record: unknown keys {sorted(set(data) - known)}")
+        return cls(config=data.get("config"), derived=data.get("derived") or {},
+                   data_spectrum=data.get("data_spectrum") or {}, fitted=data.get("fitted") or {},
+                   spectral=data.get("spectral"), version=version)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)  # NaN stays NaN (Python's JSON reads it back)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrialRecord":
+        return cls.from_dict(json.loads(text))
+
+
+if __name__ == "__main__":
+    for m in METRICS:
+        print(f"{m.key:<34} {m.direction:<7} {m.producer:<13} {m.summary}")
+    print(f"t-buckets: {', '.join(t_bucket_names())}")
