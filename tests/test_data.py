@@ -15,7 +15,8 @@ import scipy.stats
 import torch
 from PIL import Image
 
-from trainers.data import DATASETS, build_dataset, fixed_eval_batch, infinite_loader
+from trainers.data import DATASETS, build_dataset, infinite_loader
+from trainers.heldout import fixed_eval_batch
 from trainers.datasets.grf import grf_amplitude
 
 

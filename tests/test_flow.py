@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from trainers.flow import RectifiedFlow, bucket_denoise_loss
+from trainers.flow import RectifiedFlow
+from trainers.heldout import bucket_denoise_loss
 
 
 def _x_y(b=6, seed=0, shape=(2, 4, 4)):

@@ -18,7 +18,7 @@ from analysis.regime import slope_contrast
 from analysis.report import build_report
 from trainers.config import ConfigError, config_from_dict
 from trainers.jit import JIT_PRESETS, build_jit
-from trainers.loop import build_model, model_shape_params
+from trainers.builders import build_model, model_shape_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +50,10 @@ def test_config_bottleneck_is_validated_and_resolved_in_the_logged_params():
 
 
 def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
+    from specforce_contracts import REPORT_RECORD_KEY, TrialRecord
     from sweeps.tracking import MlflowTrialLogger
-    from sweeps.trial import IMAGES_KEY, PARAMS_KEY
+    from sweeps.trial import IMAGES_KEY
+    from trainers.config import config_with_overrides
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -66,7 +68,10 @@ def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
         ids[key] = logger.runs[key]
         before = client.get_run(ids[key]).data.params
         assert "model.bottleneck" not in before or before["model.bottleneck"] == "8"  # never "None"
-        logger.on_trial_result(0, [], trial, {IMAGES_KEY: 64, PARAMS_KEY: json.dumps(extras)})
+        # the worker's first report carries its trial record: the config as it ran plus the derived params
+        record = TrialRecord(config_with_overrides({"model": {"patch_size": 8}}, overrides).model_dump(mode="json"),
+                             derived=extras)
+        logger.on_trial_result(0, [], trial, {IMAGES_KEY: 64, REPORT_RECORD_KEY: record.to_json()})
     a, b = (client.get_run(ids[k]).data.params for k in "ab")
     assert a["model.bottleneck"] == "32" and a["model.compression_ratio"] == "2.0"
     assert b["model.bottleneck"] == "8" and b["model.compression_ratio"] == "8.0"

@@ -1,4 +1,4 @@
-"""Datasets by name, the infinite sharded training stream and the fixed held-out batch.
+"""Datasets by name and the infinite sharded training stream (the fixed held-out batch: trainers/heldout.py).
 
     .venv/bin/python -c "
     from trainers.data import build_dataset, infinite_loader
@@ -44,7 +44,7 @@ from trainers.datasets.cifar import Cifar10
 from trainers.datasets.folder import ImageFolderDataset, ImageNetDataset
 from trainers.datasets.grf import GaussianRandomField
 
-__all__ = ["DATASETS", "ImageDataset", "build_dataset", "infinite_loader", "fixed_eval_batch", "epoch_order"]
+__all__ = ["DATASETS", "ImageDataset", "build_dataset", "infinite_loader", "epoch_order"]
 
 # name -> ImageDataset subclass; each lists its options (with defaults) in OPTIONS
 DATASETS: dict[str, type[ImageDataset]] = {
@@ -53,7 +53,6 @@ DATASETS: dict[str, type[ImageDataset]] = {
 }
 
 _ORDER_TAG = 0x6F72646572  # separates the shuffling stream from other uses of the seed
-_EVAL_TAG = 0x6576616C
 
 
 def build_dataset(name: str, *, image_size: int, split: str = "train", root: str | os.PathLike | None = None,
@@ -145,16 +144,3 @@ def infinite_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int =
             yield x, y
 
     return batches()
-
-
-def fixed_eval_batch(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n distinct samples (sorted indices drawn from seed) stacked as (x [n, C, H, W], y [n] int64): the same
-    images for every call with the same arguments, for held-out losses comparable across steps and runs."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be an int, got {n!r}")
-    if not 0 < n <= len(dataset):
-        raise ValueError(f"n must be in 1..{len(dataset)} (the dataset size), got {n}")
-    seed = check_seed(seed)
-    indices = np.sort(np.random.default_rng([seed, _EVAL_TAG]).choice(len(dataset), size=n, replace=False))
-    samples = [dataset[int(i)] for i in indices]
-    return torch.stack([x for x, _ in samples]), torch.tensor([int(y) for _, y in samples], dtype=torch.long)

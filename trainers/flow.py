@@ -1,4 +1,5 @@
-"""The rectified-flow process (JiT convention): t sampling, noising, the x-prediction v-loss, held-out denoising loss.
+"""The rectified-flow process (JiT convention): t sampling, noising, the x-prediction v-loss, and that loss at
+fixed t on a fixed batch (`denoise_loss`; the held-out batch, noise and t-buckets live in trainers/heldout.py).
 
     z_t = t * x + (1 - t) * eps,   t = 0 noise, t = 1 data,   eps ~ N(0, noise_scale^2)
     v = (x - z) / max(1 - t, t_eps),   v_hat = (x_hat - z) / max(1 - t, t_eps),   loss = mean((v_hat - v)^2)
@@ -25,8 +26,6 @@ import torch
 from torch import Tensor, nn
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-DEFAULT_BUCKET_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _real(name: str, value: object) -> float:
@@ -209,37 +208,4 @@ def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
         m.training = training
 
 
-def _edge_name(v: float) -> str:
-    return f"{v:.1f}" if round(v, 1) == v else f"{v:g}"
-
-
-def bucket_denoise_loss(t_grid: Sequence[float] | Tensor, losses: Sequence[float] | Tensor,
-                        edges: Sequence[float] = DEFAULT_BUCKET_EDGES) -> dict[str, float]:
-    """Metric dict from `denoise_loss`: the overall mean and the mean inside each t bucket.
-
-    Keys: "eval/denoise_loss" and "eval/denoise_loss_t{lo}-{hi}" (e.g. "eval/denoise_loss_t0.0-0.2").
-    Buckets are [lo, hi) except the last, which includes its upper edge. Every t must fall in a bucket and
-    every bucket must hold at least one t (an empty one would silently vanish from reports).
-    """
-    t = torch.as_tensor(t_grid, dtype=torch.float64).flatten()
-    loss = torch.as_tensor(losses, dtype=torch.float64).detach().cpu().flatten()
-    t = t.cpu()
-    if t.numel() == 0 or t.shape != loss.shape:
-        raise ValueError(f"losses: expected {t.numel()} values (one per t of t_grid, non-empty), got {loss.numel()}")
-    e = [float(v) for v in edges]
-    if len(e) < 2 or any(not math.isfinite(v) for v in e) or any(b <= a for a, b in zip(e, e[1:])):
-        raise ValueError(f"edges: expected at least two strictly increasing finite values, got {list(edges)}")
-    outside = t[(t < e[0]) | (t > e[-1])]
-    if outside.numel():
-        raise ValueError(f"t_grid: times {outside.tolist()} lie outside edges [{e[0]}, {e[-1]}]")
-    out = {"eval/denoise_loss": float(loss.mean())}
-    for i, (lo, hi) in enumerate(zip(e, e[1:])):
-        last = i == len(e) - 2
-        inside = (t >= lo) & ((t <= hi) if last else (t < hi))
-        if not inside.any():
-            raise ValueError(f"edges: bucket [{lo}, {hi}] holds no t of t_grid {t.tolist()}")
-        out[f"eval/denoise_loss_t{_edge_name(lo)}-{_edge_name(hi)}"] = float(loss[inside].mean())
-    return out
-
-
-__all__ = ["RectifiedFlow", "bucket_denoise_loss", "DEFAULT_BUCKET_EDGES", "Model"]
+__all__ = ["RectifiedFlow", "Model"]
