@@ -226,7 +226,7 @@ def cmd_ui(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
-    from sweeps.local_run import evaluate_checkpoint
+    from sweeps.eval_checkpoint import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(pathlib.Path(args.checkpoint), num_samples=args.num_samples,
                                   metrics=args.metrics, inception_weights=args.inception_weights)

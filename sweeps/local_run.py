@@ -1,18 +1,14 @@
-"""`specforce train` and `specforce eval` without Ray: one process, so it may write MLflow directly.
+"""`specforce train` without Ray: one process, so it may write MLflow directly (`specforce eval`: eval_checkpoint.py).
 
     specforce train sweeps/configs/tiny_train.yaml --out runs/tiny          # logs to ./mlflow.db, experiment "train"
-    specforce eval runs/tiny/ema.pt --num-samples 500
 """
 from __future__ import annotations
 
 import json
 import pathlib
 import sys
-from typing import Any
 
-import torch
-
-from trainers.config import TrainConfig, config_from_dict
+from trainers.config import TrainConfig
 from trainers.loop import Hooks, Trainer, TrainingRun
 
 
@@ -77,7 +73,7 @@ def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: st
     """Everything `specforce train` can refuse, refused before it writes anything (no --out folder, no MLflow store
     or run): output folder, a checkpoint there from another config, device, data (indexed, images verified),
     Inception weights, tracking URI and names. Returns the absolute tracking URI (None for --no-mlflow)."""
-    from sweeps.preflight import check_out_dir, check_train_out
+    from sweeps.preflight import check_inception_weights, check_out_dir, check_train_out
     from trainers.config import check_environment
 
     check_out_dir(out_dir)
@@ -96,21 +92,8 @@ def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: st
         uri = tracking.check_tracking_uri(tracking_uri, creates_store=True)
     check_environment(cfg)
     if "fid" in cfg.eval.metrics or "is" in cfg.eval.metrics:
-        _check_inception(cfg, dry_run)
+        check_inception_weights(cfg, dry_run=dry_run)
     return uri
-
-
-def _check_inception(cfg: TrainConfig, dry_run: bool) -> None:
-    from trainers.config import ConfigError
-    from trainers.inception import resolve_inception_weights
-
-    try:  # a real run fetches missing weights now (as the evaluator would), before anything is written
-        resolve_inception_weights(cfg.eval.inception_weights, allow_download=not dry_run)
-    except FileNotFoundError as err:
-        if dry_run and cfg.eval.inception_weights is None:
-            print("# note: Inception weights are not cached; the run will try to download them", file=sys.stderr)
-            return
-        raise ConfigError(f"eval.metrics: fid/is need the Inception weights: {err}") from None
 
 
 def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: str | None, experiment: str,
@@ -138,57 +121,3 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
               file=sys.stderr, flush=True)
         raise
 
-
-def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, metrics: list[str] | None = None,
-                        inception_weights: str | None = None) -> dict[str, Any]:
-    """Sample from a saved run's weights and evaluate them with the same code the training loop uses."""
-    from trainers.checkpoint import CheckpointError, load_checkpoint
-    from trainers.config import ConfigError, check_environment
-
-    state = load_checkpoint(path)
-    tree = dict(state["config"])
-    ev = dict(tree.get("eval", {}))
-    if num_samples is not None:  # 0 is a value to refuse, not "not given"
-        ev["num_samples"] = num_samples
-    if metrics is not None:
-        ev["metrics"] = metrics
-    if inception_weights is not None:
-        ev["inception_weights"] = inception_weights
-    ev["denoise_loss"] = True
-    tree["eval"] = ev
-    try:
-        cfg = config_from_dict(tree)
-    except ConfigError as err:
-        given = {"num_samples": "--num-samples", "metrics": "--metrics", "inception_weights": "--inception-weights"}
-        flag = next((f for k, f in given.items() if str(err).startswith(f"eval.{k}")), None)
-        if flag:
-            raise ConfigError(f"{flag} ({err})") from None
-        raise CheckpointError(f"checkpoint {str(path)!r}: its config is not valid for this specforce ({err})") from None
-    check_environment(cfg)
-    if "fid" in cfg.eval.metrics or "is" in cfg.eval.metrics:
-        _check_inception(cfg, dry_run=False)
-    trainer = Trainer(cfg, path.parent / f"eval-{path.stem}", resume_from=pathlib.Path("/nonexistent"),
-                      cache_dir=path.parent.parent / ".cache")
-    run = trainer.setup()
-    weights = state["model"] if "ema" not in state else None
-    if weights is not None:  # ema.pt: the sampling weights themselves; make EMA a copy of them
-        run.raw_model.load_state_dict(weights)
-        run.ema = _FrozenEMA(run.raw_model)
-    else:
-        run.raw_model.load_state_dict(state["model"])
-        run.ema.load_state_dict(state["ema"])
-    with torch.no_grad():
-        out = trainer.evaluate(run, final=True)
-    return {"images_seen": int(state["images_seen"]), **out, "provenance": run.provenance}
-
-
-class _FrozenEMA:
-    """EMA stand-in for weights that already are EMA weights: swapping is a no-op."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-
-    def swapped(self, model: torch.nn.Module, index: int = 0):
-        import contextlib
-
-        return contextlib.nullcontext(model)

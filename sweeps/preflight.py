@@ -14,6 +14,7 @@ writes nothing. What is checked where (the CLI decides which apply):
   cluster is this machine: a remote cluster's head and workers have their own files and devices.
 - `check_train_out`: `specforce train` refuses an --out whose checkpoint.pt was written by another config, before it
   creates an MLflow run (the loop would refuse later, mid-way).
+- `check_inception_weights`: `specforce train` and `eval` with fid/is fetch or find the Inception weights first.
 """
 from __future__ import annotations
 
@@ -86,6 +87,23 @@ def check_train_out(cfg, out_dir: pathlib.Path) -> None:
         raise UserError("--out", f"{ckpt} was written by a different config ({shown or 'schema changed'}); "
                         "use a new --out or the same config to resume", str(out_dir))
 
+
+
+def check_inception_weights(cfg, *, dry_run: bool) -> None:
+    """A run whose eval.metrics has fid/is needs the Inception weights: a real run fetches missing weights now (as
+    the evaluator would), before anything is written; a dry run only notes that they are not cached yet."""
+    import sys
+
+    from trainers.config import ConfigError
+    from trainers.inception import resolve_inception_weights
+
+    try:
+        resolve_inception_weights(cfg.eval.inception_weights, allow_download=not dry_run)
+    except FileNotFoundError as err:
+        if dry_run and cfg.eval.inception_weights is None:
+            print("# note: Inception weights are not cached; the run will try to download them", file=sys.stderr)
+            return
+        raise ConfigError(f"eval.metrics: fid/is need the Inception weights: {err}") from None
 
 def _trial_configs(spec) -> list[tuple[str, Any]]:
     """(label for messages, config) of the base and every planned trial; a message reads `<label><key>: ...`."""

@@ -95,11 +95,11 @@ class Trainer:
     """Builds everything from a config and runs to `optim.total_images`. `run()` resumes when a checkpoint exists."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | pathlib.Path, hooks: Hooks | None = None,
-                 *, resume_from: str | pathlib.Path | None = None, cache_dir: str | pathlib.Path | None = None):
+                 *, cache_dir: str | pathlib.Path | None = None):
         self.cfg = cfg
         self.out_dir = pathlib.Path(out_dir)
         self.hooks = hooks or Hooks()
-        self.resume_from = pathlib.Path(resume_from) if resume_from else self.out_dir / CHECKPOINT_NAME
+        self.resume_from = self.out_dir / CHECKPOINT_NAME  # resuming = re-running the same command
         self.cache_dir = pathlib.Path(cache_dir) if cache_dir else self.out_dir.parent / ".cache"
         self.rank, self.world = _rank(), _world()
         if cfg.optim.batch_size % self.world:
