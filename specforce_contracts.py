@@ -53,6 +53,7 @@ DENOISE_BUCKET_PREFIX = "eval/denoise_loss_t"
 T_BUCKET_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 TRAIN_LOSS, TRAIN_LR, TRAIN_IMAGES_PER_S = "train/loss", "train/lr", "train/images_per_s"
+FID, IS, FD_PIXEL = "eval/fid", "eval/is", "eval/fd_pixel"  # "fid"/"is" always mean Inception-v3 2015-12-05
 EVAL_SECONDS = "eval/seconds"
 SWEEP_SECONDS, SWEEP_TRIALS, SWEEP_ERRORED = "sweep/seconds", "sweep/trials", "sweep/errored"
 SWEEP_ROUND, SWEEP_SEEDS_PER_ARM = "sweep/round", "sweep/seeds_per_arm"  # adaptive sweeps, step = round
@@ -118,9 +119,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("eval/kid_{extractor}_std", NONE, "kid", "SD of half-size subset KID estimates"),
     MetricSpec("eval/kid_std", NONE, "kid", "SD of half-size subset KID estimates (Inception)"),
     MetricSpec("eval/is_std", NONE, "is", "SD of the Inception Score over 10 splits"),
-    MetricSpec("eval/fd_pixel", LOWER, "fd_pixel", "Fréchet distance of raw pixels"),
-    MetricSpec("eval/fid", LOWER, "fid", "FID, Inception-v3 2015-12-05 pool3 (torch-fidelity)"),
-    MetricSpec("eval/is", HIGHER, "is", "Inception Score"),
+    MetricSpec(FD_PIXEL, LOWER, "fd_pixel", "Fréchet distance of raw pixels"),
+    MetricSpec(FID, LOWER, "fid", "FID, Inception-v3 2015-12-05 pool3 (torch-fidelity)"),
+    MetricSpec(IS, HIGHER, "is", "Inception Score"),
     MetricSpec(f"eval/fd_{CLASSIFIER_EXTRACTOR}", LOWER, "classifier", "Fréchet distance of digit-CNN features"),
     MetricSpec("eval/fd_{extractor}", LOWER, "evaluator", "Fréchet distance of another extractor's features"),
     MetricSpec("eval/kid", LOWER, "kid", "kernel distance of Inception features"),
@@ -242,11 +243,13 @@ def default_tracking_uri(cwd: str | pathlib.Path | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- params
 # params that describe what a run measured or derived, not how it was configured: never a comparison's context
-DATA_SPECTRUM_PARAMS = {"alpha": "data.spectrum_alpha", "r0": "data.spectrum_r0"}
-FITTED_PARAMS = {"alpha": "spectral.fitted_alpha", "r0": "spectral.fitted_r0"}
+DATA_SPECTRUM_PREFIX = "data.spectrum_"  # power-law fit of the training data's spectrum: alpha, r0
+FITTED_PREFIX = "spectral.fitted_"  # the snr schedule's own fit (when it fitted): alpha, r0
+DATA_SPECTRUM_PARAMS = {k: DATA_SPECTRUM_PREFIX + k for k in ("alpha", "r0")}
+FITTED_PARAMS = {k: FITTED_PREFIX + k for k in ("alpha", "r0")}
 SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
 DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
-MEASURED_PARAM_PREFIXES = ("data.spectrum_", "spectral.fitted_", SF_USED_PREFIX, "model.tokens", "model.parameters",
+MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, "model.tokens", "model.parameters",
                            "model.compression_ratio")
 
 
@@ -264,7 +267,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- trial record
 RECORD_VERSION = 1
-RECORD_REPORT_KEY = "specforce/record"  # the Tune result key of the record (first report of a worker)
+# keys of a worker's report (a Tune result) besides its metrics: the driver turns them into MLflow writes
+REPORT_RECORD_KEY = "specforce/record"  # TrialRecord.to_json(), with a worker's first report
+REPORT_HISTORY_KEY = "specforce/history"  # JSON list of metric rows {images, key: value} since the run began
+REPORT_PROVENANCE_KEY = "specforce/provenance"  # JSON: the evaluation provenance (tag PROVENANCE_TAG)
 
 
 def _plain(value: Any) -> Any:
@@ -279,7 +285,7 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class TrialRecord:
     """What one trial ran: the resolved config tree (`TrainConfig.model_dump(mode="json")`), params derived from the
-    built model (DERIVED_PARAMS), the power-law fit of the training data's spectrum ({"alpha", "r0"}, NaN when the
+    built model (dotted keys, e.g. DERIVED_PARAMS), the power-law fit of the training data's spectrum ({"alpha", "r0"}, NaN when the
     data is no power law), the snr schedule's own fit ({} unless it fitted), and `SpectralForcing.describe()` of the
     operator the model used (None without SF)."""
 
@@ -293,9 +299,11 @@ class TrialRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.config, Mapping) or not self.config:
             raise ValueError(f"TrialRecord.config: the resolved config tree is required, got {self.config!r}")
-        unknown = set(self.derived) - set(DERIVED_PARAMS)
-        if unknown:
-            raise ValueError(f"TrialRecord.derived: unknown keys {sorted(unknown)}; known: {list(DERIVED_PARAMS)}")
+        clash = [k for k in self.derived if not isinstance(k, str) or "." not in k
+                 or k.startswith((DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX))]
+        if clash:
+            raise ValueError(f"TrialRecord.derived: {clash} are not dotted derived-param names (data spectrum, snr "
+                             "fit and the SF operator have their own fields)")
         for name, part in (("data_spectrum", self.data_spectrum), ("fitted", self.fitted)):
             if set(part) - {"alpha", "r0"}:
                 raise ValueError(f"TrialRecord.{name}: keys must be alpha and r0, got {sorted(part)}")
@@ -312,10 +320,7 @@ class TrialRecord:
         extra = dict(extra_params)
         pick = lambda names: {k: extra.pop(dotted) for k, dotted in names.items() if dotted in extra}  # noqa: E731
         data_spectrum, fitted = pick(DATA_SPECTRUM_PARAMS), pick(FITTED_PARAMS)
-        derived = {k: extra.pop(k) for k in DERIVED_PARAMS if k in extra}
-        if extra:
-            raise ValueError(f"extra params {sorted(extra)} have no place in the trial record (specforce_contracts)")
-        return cls(dict(config), derived, data_spectrum, fitted, None if spectral is None else dict(spectral))
+        return cls(dict(config), extra, data_spectrum, fitted, None if spectral is None else dict(spectral))
 
     def params(self) -> dict[str, Any]:
         """The run's MLflow params: dotted config keys, derived values (a resolved value replaces the config's None),

@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.sequential import Decision, Design, decide
+from specforce_contracts import (ADAPTIVE_DECISION_TAG, ADAPTIVE_DESIGN_TAG, ADAPTIVE_REASON_TAG, ADAPTIVE_ROUND_TAG,
+                                 ARTIFACT_ADAPTIVE_ROUND)
 
-DESIGN_TAG, ROUND_TAG = "specforce.adaptive.design", "specforce.adaptive.round"
-DECISION_TAG, REASON_TAG = "specforce.adaptive.decision", "specforce.adaptive.reason"
-ROUND_ARTIFACT = "adaptive/round-{}.json"
+DESIGN_TAG, ROUND_TAG = ADAPTIVE_DESIGN_TAG, ADAPTIVE_ROUND_TAG
+DECISION_TAG, REASON_TAG = ADAPTIVE_DECISION_TAG, ADAPTIVE_REASON_TAG
+ROUND_ARTIFACT = ARTIFACT_ADAPTIVE_ROUND
 
 
 def family_size(n_groups: int, n_patches: int) -> int:

@@ -24,6 +24,7 @@ from analysis.intervals import (PAIRED, Interval, difference_of_means_ci, intera
                                 sign_flip_p_value)
 from analysis.power import pairs_for_power
 from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problem, usable_runs
+from specforce_contracts import FITTED_PREFIX, SF_USED_PREFIX
 
 COMPARISON_COLUMNS = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high",
                       "n_pairs", "p_value", "p_signflip", "p_holm", "method", "sd_diff", "pairs_for_80pct_power",
@@ -33,7 +34,8 @@ INTERACTION_COLUMNS = ["metric", "coarse_patch", "fine_patch", "coarse_tokens", 
                        "n_pairs_fine", "sf_config", "context", "note"]
 PAIR_COLUMNS = ["metric", "context", "sf_config", "patch_size", "tokens", "seed", "baseline_run_id", "sf_run_id",
                 "baseline", "sf", "delta"]
-_ARM_EXCLUDE = ("params.spectral.enabled", "params.spectral.fitted_")
+# the arm itself and what a run measured (snr fit, the operator's own description): never an SF configuration label
+_ARM_EXCLUDE = ("params.spectral.enabled", f"params.{FITTED_PREFIX}", f"params.{SF_USED_PREFIX}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from analysis.runs import higher_is_better
 from analysis.schedules import cutoff, snr_front
+from specforce_contracts import DENOISE_BUCKET_PREFIX
 
 BASELINE, SF = "#5f6b7a", "#e4572e"
 ARM_COLORS = {False: BASELINE, True: SF}
@@ -133,7 +134,7 @@ def plot_gain_vs_tokens(comparisons: pd.DataFrame, path: str | Path) -> Path | N
 def plot_bucket_gains(comparisons: pd.DataFrame, path: str | Path) -> Path | None:
     """SF − baseline of the held-out denoising loss per t bucket (where in time SF helps), one bar group per patch
     (and per context and SF configuration when the runs have several, e.g. a bottleneck or data sweep)."""
-    table = comparisons[comparisons["metric"].str.startswith("eval/denoise_loss_t") & (comparisons["n_pairs"] > 0)]
+    table = comparisons[comparisons["metric"].str.startswith(DENOISE_BUCKET_PREFIX) & (comparisons["n_pairs"] > 0)]
     if table.empty:
         return None
     buckets = sorted(table["metric"].unique())
@@ -158,7 +159,7 @@ def plot_bucket_gains(comparisons: pd.DataFrame, path: str | Path) -> Path | Non
             ax.bar(xs, rows["delta"], width=width * 0.92, color=SF, alpha=float(shades[i]), label=label,
                    yerr=np.nan_to_num(err), capsize=3 if len(groups) < 5 else 1, ecolor="0.25")
         ax.axhline(0.0, color="0.3", lw=1)
-        ax.set_xticks(range(len(buckets)), [b.removeprefix("eval/denoise_loss_t") for b in buckets])
+        ax.set_xticks(range(len(buckets)), [b.removeprefix(DENOISE_BUCKET_PREFIX) for b in buckets])
         ax.set_xlabel("t bucket (0 = pure noise, 1 = data)")
         ax.set_ylabel("Δ denoise loss (SF − baseline)")
         ax.text(0.01, 0.97, "SF better ↓", transform=ax.transAxes, va="top", color="0.35", fontsize=9)

@@ -34,10 +34,11 @@ from analysis.render import to_html, to_markdown
 from analysis.schedules import schedule_from_params
 from analysis.tables import write_parquet
 from analysis.verdict import main_group, missing_arms, power_messages, verdict
+import specforce_contracts as C
 
-HEADLINE = ("eval/fid", "eval/fd_pixel", "eval/denoise_loss", "eval/is")
-DEFAULT_PRIMARY = "eval/denoise_loss"  # the low-variance measure (DESIGN.md §4), when the runs logged it
-SPECTRAL_ERRORS = ("eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high")
+HEADLINE = (C.FID, C.FD_PIXEL, C.DENOISE_LOSS, C.IS)
+DEFAULT_PRIMARY = C.DENOISE_LOSS  # the low-variance measure (DESIGN.md §4), when the runs logged it
+SPECTRAL_ERRORS = tuple(C.SPEC_ERR_PREFIX + band for band in C.SPECTRUM_BANDS)
 
 
 @dataclass
@@ -66,10 +67,10 @@ def default_metrics(runs: pd.DataFrame) -> list[str]:
     """Headline metrics first (the first one drives the verdict), then other extractors, spectra, t buckets."""
     have = metric_columns(runs)
     head = [m for m in HEADLINE if m in have]
-    extractors = sorted(m for m in have if m.startswith("eval/fd_") and not m.endswith("_floor") and m not in head)
-    kernels = sorted(m for m in have if m.startswith("eval/kid") and not m.endswith(("_floor", "_std")))
+    extractors = sorted(m for m in have if m.startswith("eval/fd_") and not m.endswith(C.FLOOR_SUFFIX) and m not in head)
+    kernels = sorted(m for m in have if m.startswith("eval/kid") and not m.endswith((C.FLOOR_SUFFIX, C.STD_SUFFIX)))
     spectra = [m for m in SPECTRAL_ERRORS if m in have]
-    buckets = sorted(m for m in have if m.startswith("eval/denoise_loss_t"))
+    buckets = sorted(m for m in have if m.startswith(C.DENOISE_BUCKET_PREFIX))
     return head + extractors + kernels + spectra + buckets
 
 
@@ -103,7 +104,7 @@ def _target_run(client: MlflowClient, tables: RunTables, sweep_run_id: str | Non
 def _spec_space(tracking_uri: str, tables: RunTables) -> tuple[dict, str | None]:
     """Search space and metric from the newest sweep that logged a spec with a search section."""
     for run_id in tables.sweeps.sort_values("start_time", ascending=False)["run_id"]:
-        space, metric, _ = spec_search_space(read_text(tracking_uri, run_id, "spec/spec.json"))
+        space, metric, _ = spec_search_space(read_text(tracking_uri, run_id, C.ARTIFACT_SPEC))
         if space:
             return space, metric
     return {}, None
@@ -116,7 +117,7 @@ def spec_analysis(tracking_uri: str, tables: RunTables, sweep_run_id: str | None
     if sweep_run_id is not None:
         sweeps = [sweep_run_id] + [r for r in sweeps if r != sweep_run_id]
     for run_id in sweeps:
-        text = read_text(tracking_uri, run_id, "spec/spec.json")
+        text = read_text(tracking_uri, run_id, C.ARTIFACT_SPEC)
         if not text:
             continue
         try:
@@ -165,7 +166,7 @@ def _schedule_configs(runs: pd.DataFrame, best: pd.DataFrame) -> list[tuple[str,
         if params.get("spectral.schedule") in (None, "none"):
             continue
         kw = schedule_from_params(params)
-        label = _schedule_label(kw) + (" · best searched" if row.get("search") == "optuna" else "")
+        label = _schedule_label(kw) + (" · best searched" if row.get("search") == C.SEARCH_OPTUNA else "")
         configs.setdefault(label, kw)
     if not configs:  # no SF run: show what the options look like at their defaults
         configs = {_schedule_label({"schedule": s}): {"schedule": s} for s in ("linear", "contour", "constant")}
@@ -197,7 +198,7 @@ def _samples(tracking_uri: str, values: pd.DataFrame) -> tuple[dict, dict]:
         common = sorted(set(base["seed"]) & set(sf["seed"]))
         for is_sf, arm in ((False, base), (True, sf)):
             pick = arm[arm["seed"] == common[0]] if common else arm.sort_values("seed")
-            grids[(int(patch), is_sf)] = (read_image(tracking_uri, pick.iloc[0]["run_id"], "samples/final.png")
+            grids[(int(patch), is_sf)] = (read_image(tracking_uri, pick.iloc[0]["run_id"], C.ARTIFACT_FINAL_SAMPLES)
                                           if len(pick) else None)
         seed_note = f", seed {int(common[0])}" if common else ""
         tokens = at["tokens"].dropna()
@@ -210,7 +211,7 @@ def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str]
              search: SearchSummary | None, ratios: pd.DataFrame | None = None) -> dict[str, Path]:
     primary = metrics[0]
     group = main_group(comparison, primary)
-    headline = [m for m in metrics if not m.startswith("eval/denoise_loss_t")][:4]
+    headline = [m for m in metrics if not m.startswith(C.DENOISE_BUCKET_PREFIX)][:4]
     values = {m: metric_values(tables.runs, m, main_group(comparison, m)) for m in headline}
     head_table = comparison.comparisons[comparison.comparisons["metric"].isin(headline)]
     figs = {
@@ -280,7 +281,7 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     messages = missing_arms(tables.runs) + power_messages(comparison)
     space, spec_metric = _spec_space(tracking_uri, tables)
     search = None
-    if (tables.runs["search"] == "optuna").any():
+    if (tables.runs["search"] == C.SEARCH_OPTUNA).any():
         metric = spec_metric if spec_metric in metric_columns(tables.runs) else chosen[0]
         search = search_summary(tables.runs, metric, space)
 
@@ -314,7 +315,7 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     html_path.write_text(to_html(title, subtitle, sections, footer), encoding="utf-8")
     md_path.write_text(to_markdown(title, sections, subtitle, footer), encoding="utf-8")
     if target is not None:
-        client.log_artifacts(target, str(out), artifact_path="report")
+        client.log_artifacts(target, str(out), artifact_path=C.ARTIFACT_REPORT_DIR)
     return ReportResult(sentence, out, html_path, md_path, runs_path, history_path, comparisons_path, chosen,
                         comparison, messages, excluded, figures, search, target, primary, primary_source, regime,
                         resolution)

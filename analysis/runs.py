@@ -4,8 +4,8 @@ Columns of the runs table (DESIGN.md §3): identity (`run_id`, `run_name`, `expe
 `sweep_name`, `trial_id`), state (`role`, `status` = tag specforce.status, `mlflow_status`, `search`,
 `provenance`), typed analysis keys (`patch_size`, `tokens`, `image_size`, `seed`, `sf`, `schedule`, `alpha`),
 then every param as `params.<dotted key>` (string), every tag as `tags.<key>`, the final value of every metric as
-`metrics.<name>` and its best value over the run as `best.<name>` (min, or max for higher-is-better metrics:
-eval/is, eval/cls_score_*, classifier accuracies eval/cls_*acc*).
+`metrics.<name>` and its best value over the run as `best.<name>` (min, or max for the metrics the registry in
+specforce_contracts calls higher-is-better: eval/is, eval/cls_score_*, classifier accuracies eval/cls_*acc*).
 The history table is long: `run_id, metric, step, value, timestamp` (step = training images seen).
 
     python -c "from analysis import load_runs; print(load_runs('demo', 'sqlite:///mlflow.db'))"
@@ -13,8 +13,6 @@ The history table is long: `run_id, metric, step, value, timestamp` (step = trai
 from __future__ import annotations
 
 import math
-import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -23,27 +21,17 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-ROLE, STATUS, TRIAL_ID, SEARCH, PROVENANCE = (
-    "specforce.role", "specforce.status", "specforce.trial_id", "specforce.search", "specforce.provenance")
-PARENT = "mlflow.parentRunId"
+import specforce_contracts as contracts
+from specforce_contracts import default_tracking_uri, higher_is_better  # noqa: F401 (analysis' public names)
+
+ROLE, STATUS, TRIAL_ID, SEARCH, PROVENANCE = (contracts.ROLE_TAG, contracts.STATUS_TAG, contracts.TRIAL_ID_TAG,
+                                              contracts.SEARCH_TAG, contracts.PROVENANCE_TAG)
+PARENT = contracts.PARENT_TAG
 PAGE_SIZE = 1000  # search_runs pages; a sweep of thousands of trials takes several round trips
-# Inception score, the classifier score (its analogue on the classifier's logits) and classifier accuracies
-# (eval/cls_accuracy_*, eval/cls_label_acc_*) grow with quality; every other metric (losses, distances) shrinks
-HIGHER_IS_BETTER = frozenset({"eval/is"})
-_HIGHER_PATTERN = re.compile(r"^eval/cls_(.*acc.*|score_.*)$")
 IDENTITY_COLUMNS = ("run_id", "run_name", "experiment", "experiment_id", "sweep_run_id", "sweep_name", "trial_id",
                     "role", "status", "mlflow_status", "search", "provenance", "start_time", "end_time")
 TYPED_COLUMNS = ("patch_size", "tokens", "image_size", "seed", "sf", "schedule", "alpha")
 HISTORY_COLUMNS = ("run_id", "metric", "step", "value", "timestamp")
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric in HIGHER_IS_BETTER or bool(_HIGHER_PATTERN.match(metric))
-
-
-def default_tracking_uri() -> str:
-    """The MLflow default of DESIGN.md §3, made absolute: `sqlite:///<cwd>/mlflow.db`."""
-    return f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 
 @dataclass(frozen=True)
@@ -183,8 +171,8 @@ def load_tables(experiments: str | Sequence[str], tracking_uri: str, *, with_his
     client = MlflowClient(tracking_uri)
     exp_ids = _experiment_ids(client, names, tracking_uri)
     runs = list(_all_runs(client, list(exp_ids)))
-    sweeps = [r for r in runs if r.data.tags.get(ROLE) == "sweep"]
-    others = [r for r in runs if r.data.tags.get(ROLE) != "sweep"]
+    sweeps = [r for r in runs if r.data.tags.get(ROLE) == contracts.ROLE_SWEEP]
+    others = [r for r in runs if r.data.tags.get(ROLE) != contracts.ROLE_SWEEP]
     sweep_names = {r.info.run_id: r.info.run_name for r in sweeps}
     table = pd.DataFrame([_row(r, exp_ids, sweep_names) for r in others])
     if table.empty:

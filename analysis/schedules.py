@@ -1,7 +1,9 @@
 """Spectral Forcing cutoff schedules c(t) and the data's SNR front, in NumPy (no torch).
 
 The report draws them from logged params only, so the formulas are re-derived here from DESIGN.md §1
-(t=0 is pure noise, t=1 is data; frequencies are the normalised radius r in [0, 1]):
+(t=0 is pure noise, t=1 is data; frequencies are the normalised radius r in [0, 1]). Which alpha, r0 and cutoffs a
+run used is read from its trial record (params `spectral.used.*`, the operator's own `describe()`); only runs logged
+by a user's own script, without a record, fall back to re-deriving them from the config params:
 
     linear    c(t) = c_min + (c_max - c_min) * t                       (the paper)
     contour   c(t) = min(c_max, c_min * (1 - t)^(-2/alpha))            (the paper's front formula)
@@ -16,6 +18,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+
+from specforce_contracts import SF_USED_PREFIX
 
 SCHEDULES = ("linear", "contour", "snr", "constant")
 
@@ -81,9 +85,14 @@ def _number(params: Mapping[str, Any], key: str) -> float | None:
 def schedule_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of `cutoff` for one run's logged (dotted, string) params.
 
-    Mirrors how training resolves the snr schedule: an explicit spectral.r0 wins unless spectral.fit_from_data;
-    otherwise the run fitted the spectrum (spectral.fitted_*, else data.spectrum_*); fit_from_data also takes its alpha.
+    A run with a trial record logged the operator it used as `spectral.used.*`: those values are taken as they are.
+    Without one (a user's own script, DESIGN.md §3), this mirrors how training resolves the snr schedule: an explicit
+    spectral.r0 wins unless spectral.fit_from_data; otherwise the run fitted the spectrum (spectral.fitted_*, else
+    data.spectrum_*); fit_from_data also takes its alpha.
     """
+    used = {k.removeprefix(SF_USED_PREFIX): v for k, v in params.items() if str(k).startswith(SF_USED_PREFIX)}
+    if str(used.get("schedule", "None")) not in ("None", "", "nan"):
+        return _from_used(used)
     schedule = str(params.get("spectral.schedule", "linear"))
     kw: dict[str, Any] = {"schedule": schedule}
     for key in ("c_min", "c_max", "alpha", "c_const"):
@@ -100,4 +109,19 @@ def schedule_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
             kw["alpha"] = fitted_alpha
         if kw["r0"] is None:
             raise ValueError("params: schedule 'snr' without spectral.r0, spectral.fitted_r0 or data.spectrum_r0")
+    return kw
+
+
+def _from_used(used: Mapping[str, Any]) -> dict[str, Any]:
+    """`cutoff` arguments from the operator's logged `describe()` (the values it ran with, no re-derivation)."""
+    schedule = str(used["schedule"])
+    kw: dict[str, Any] = {"schedule": schedule}
+    for key in ("c_min", "c_max", "alpha", "c_const"):
+        value = _number(used, key)
+        if value is not None:
+            kw[key] = value
+    if schedule == "snr":
+        kw["r0"] = _number(used, "r0")
+        if kw["r0"] is None:
+            raise ValueError("params: schedule 'snr' logged without spectral.used.r0")
     return kw

@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.runs import higher_is_better
 from analysis.selection import MEASURED_PREFIXES, usable_runs
+from specforce_contracts import SEARCH_OPTUNA
 
 BEST_COLUMNS = ["rank", "run_name", "patch_size", "schedule", "alpha", "value", "search", "run_id"]
 
@@ -103,7 +104,7 @@ def search_summary(runs: pd.DataFrame, metric: str, spec_space: Mapping[str, Map
     ranked["rank"] = range(1, len(ranked) + 1)
     best = ranked.reindex(columns=BEST_COLUMNS)
     notes: list[str] = []
-    searched = sf[sf["search"] == "optuna"]
+    searched = sf[sf["search"] == SEARCH_OPTUNA]
     importance: dict[str, float] = {}
     if len(searched) < 2:
         notes.append(f"Importance needs at least 2 completed Optuna trials reporting {metric}; found {len(searched)}.")

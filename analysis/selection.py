@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from specforce_contracts import (MEASURED_PARAM_PREFIXES, ROLE_TRIAL, STATUS_COMPLETED, STATUS_FAILED,
+                                 STATUS_STOPPED_EARLY)
+
 EXCLUDED_COLUMNS = ["run_id", "run_name", "experiment", "metric", "reason"]
 # measured or derived params (data fits, token count): they describe a run, they do not configure it
-MEASURED_PREFIXES = ("params.data.spectrum_", "params.spectral.fitted_", "params.model.tokens",
-                     "params.model.parameters", "params.model.compression_ratio")
+MEASURED_PREFIXES = tuple(f"params.{p}" for p in MEASURED_PARAM_PREFIXES)
 # the arm (spectral.*), seed and tokenisation are what a comparison varies, so they never define its context
 _NOT_CONTEXT_PREFIXES = ("params.spectral.", "params.seed", "params.model.patch_size") + MEASURED_PREFIXES
 
@@ -33,15 +35,15 @@ class Selection:
 
 def status_problem(row: pd.Series) -> str | None:
     """Why a run can never be averaged (any metric), or None."""
-    if row.get("role") != "trial":
+    if row.get("role") != ROLE_TRIAL:
         return f"not a trial run (tag specforce.role={row.get('role')!r})"
     status, mlflow_status = row.get("status"), row.get("mlflow_status")
-    if status == "stopped_early":
+    if status == STATUS_STOPPED_EARLY:
         return "stopped early by the scheduler (partial training)"
-    if status == "failed" or mlflow_status == "FAILED":
+    if status == STATUS_FAILED or mlflow_status == "FAILED":
         return "failed"
     # no tag: a run logged by the user's own script (DESIGN.md §3); its MLflow status alone decides
-    if status is not None and not pd.isna(status) and status != "completed":
+    if status is not None and not pd.isna(status) and status != STATUS_COMPLETED:
         return f"not completed (specforce.status={status!r}, MLflow status {mlflow_status})"
     if mlflow_status != "FINISHED":
         return f"MLflow status {mlflow_status} (expected FINISHED)"

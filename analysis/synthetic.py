@@ -19,8 +19,10 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-LEVELS = {"eval/fd_pixel": 70.0, "eval/denoise_loss": 0.5, "eval/is": 2.0}
-BUCKETS = ("0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0")
+import specforce_contracts as C
+
+LEVELS = {C.FD_PIXEL: 70.0, C.DENOISE_LOSS: 0.5, C.IS: 2.0}
+BUCKETS = C.t_bucket_names()  # ("0.0-0.2", ...): the loop's t-buckets
 DATA_ALPHA, DATA_R0 = 2.0, 0.08
 
 
@@ -40,7 +42,8 @@ def _sample_grid(seed: int, sf: bool) -> np.ndarray:
 
 def _provenance(num_samples: int) -> str:
     entry = {"extractor": "pixel", "weights_sha256": None, "num_samples": num_samples, "reference_sha256": "ab12"}
-    return json.dumps({"fd_pixel": entry, "fd_pixel_floor": entry})
+    fd = C.FD_PIXEL.removeprefix(C.EVAL_PREFIX)
+    return json.dumps({fd: entry, fd + C.FLOOR_SUFFIX: entry})
 
 
 def log_synthetic_sweep(tracking_uri: str, experiment: str, *, patch_sizes: Sequence[int] = (8, 4),
@@ -64,11 +67,11 @@ def log_synthetic_sweep(tracking_uri: str, experiment: str, *, patch_sizes: Sequ
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    parent = client.create_run(exp_id, run_name=sweep_name, tags={"specforce.role": "sweep"}).info.run_id
-    spec = {"name": experiment, "search": {"metric": "eval/fd_pixel", "mode": "min", "space": {
+    parent = client.create_run(exp_id, run_name=sweep_name, tags={C.ROLE_TAG: C.ROLE_SWEEP}).info.run_id
+    spec = {"name": experiment, "search": {"metric": C.FD_PIXEL, "mode": C.search_mode(C.FD_PIXEL), "space": {
         "spectral.alpha": {"type": "float", "low": 0.5, "high": 4.0, "log": True},
         "spectral.schedule": {"type": "categorical", "choices": ["linear", "contour", "snr"]}}}}
-    client.log_text(parent, json.dumps(spec), "spec/spec.json")
+    client.log_text(parent, json.dumps(spec), C.ARTIFACT_SPEC)
     result = SyntheticSweep(exp_id, parent)
     offsets = {(s, p): rng.normal(0.0, seed_spread) for s in seeds for p in patch_sizes}
 
@@ -81,10 +84,10 @@ def log_synthetic_sweep(tracking_uri: str, experiment: str, *, patch_sizes: Sequ
     for patch, sf, seed, searched in trials:
         trial_id = f"p{patch}-{'sf' if sf else 'base'}-s{seed}" + (f"-opt{searched[2]}" if searched else "")
         status = statuses.get(trial_id, "completed")
-        tags = {"specforce.role": "trial", "mlflow.parentRunId": parent, "specforce.trial_id": trial_id,
-                "specforce.status": status, "specforce.provenance": _provenance(num_samples.get(trial_id, 1000))}
+        tags = {C.ROLE_TAG: C.ROLE_TRIAL, C.PARENT_TAG: parent, C.TRIAL_ID_TAG: trial_id,
+                C.STATUS_TAG: status, C.PROVENANCE_TAG: _provenance(num_samples.get(trial_id, 1000))}
         if searched:
-            tags["specforce.search"] = "optuna"
+            tags[C.SEARCH_TAG] = C.SEARCH_OPTUNA
         schedule, alpha = (searched[0], searched[1]) if searched else ("linear", 2.0)
         run_id = client.create_run(exp_id, run_name=trial_id, tags=tags).info.run_id
         params = {"model.preset": "jit-tiny", "model.patch_size": patch, "model.tokens": (image_size // patch) ** 2,
@@ -92,7 +95,7 @@ def log_synthetic_sweep(tracking_uri: str, experiment: str, *, patch_sizes: Sequ
                   "spectral.c_min": 0.05, "spectral.c_max": 1.0, "spectral.kappa": 30.0, "spectral.c_const": 0.5,
                   "spectral.identity_at_data": False, "data.name": "grf", "data.image_size": image_size,
                   "seed": seed, "optim.total_images": total_images, "eval.num_samples": 1000,
-                  "data.spectrum_alpha": DATA_ALPHA, "data.spectrum_r0": DATA_R0}
+                  C.DATA_SPECTRUM_PARAMS["alpha"]: DATA_ALPHA, C.DATA_SPECTRUM_PARAMS["r0"]: DATA_R0}
         # an off-optimum alpha costs the searched trials a little, so the search analysis has a signal
         search_cost = 3.0 * abs(np.log(alpha / 1.5)) if searched else 0.0
         effect = effects.get(patch, 0.0) * sf + search_cost
@@ -101,27 +104,27 @@ def log_synthetic_sweep(tracking_uri: str, experiment: str, *, patch_sizes: Sequ
             steps = steps[: max(1, eval_points // 2)]
         metrics: list[Metric] = []
         for name, level in LEVELS.items():
-            scale = level / LEVELS["eval/fd_pixel"]
-            sign = -1.0 if name == "eval/is" else 1.0
+            scale = level / LEVELS[C.FD_PIXEL]
+            sign = -1.0 if C.higher_is_better(name) else 1.0
             final = level + scale * (offsets[(seed, patch)] + sign * effect + rng.normal(0.0, noise))
             for j, step in enumerate(steps):  # improves over training towards the final value
                 decay = 1.0 + 0.5 * (len(steps) - 1 - j) / max(1, len(steps) - 1)
                 value = final * decay if sign > 0 else final / decay
                 metrics.append(Metric(name, float(value), now, int(step)))
         for step in steps:
-            metrics.append(Metric("eval/fd_pixel_floor", float(55.0 + rng.normal(0, 0.3)), now, int(step)))
+            metrics.append(Metric(C.FD_PIXEL + C.FLOOR_SUFFIX, float(55.0 + rng.normal(0, 0.3)), now, int(step)))
             for k, bucket in enumerate(BUCKETS):
                 value = 0.2 + 0.15 * k + 0.01 * (effects.get(patch, 0.0) * sf if k < 2 else 0) + rng.normal(0, 2e-3)
-                metrics.append(Metric(f"eval/denoise_loss_t{bucket}", float(value), now, int(step)))
+                metrics.append(Metric(C.DENOISE_BUCKET_PREFIX + bucket, float(value), now, int(step)))
         for step in np.linspace(total_images / train_points, steps[-1], train_points).astype(int):
             loss = 0.3 + 1.0 / (1.0 + step / 500.0) - 0.02 * sf + rng.normal(0, 0.01)
-            metrics.append(Metric("train/loss", float(loss), now, int(step)))
+            metrics.append(Metric(C.TRAIN_LOSS, float(loss), now, int(step)))
         client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()],
                          tags=[RunTag("mlflow.runName", trial_id)])
         if sample_images:
-            client.log_image(run_id, _sample_grid(seed * 7 + patch, sf), "samples/final.png")
+            client.log_image(run_id, _sample_grid(seed * 7 + patch, sf), C.ARTIFACT_FINAL_SAMPLES)
             client.log_text(run_id, json.dumps({"r": [0.1, 0.5, 1.0], "data": [1.0, 0.1, 0.01],
-                                                "samples": [1.0, 0.12, 0.02]}), "eval/spectra.json")
+                                                "samples": [1.0, 0.12, 0.02]}), C.ARTIFACT_SPECTRA)
         client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
         result.trial_run_ids[trial_id] = run_id
     client.set_terminated(parent, status="FINISHED")

@@ -24,8 +24,9 @@ from analysis.compare import Comparison, comparable_trials
 from analysis.intervals import method_label, sign_flip_floor
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns, status_problem
+from specforce_contracts import DENOISE_BUCKET_PREFIX
 
-BUCKET_PREFIX = "eval/denoise_loss_t"  # per-t-bucket losses: detail tables, not headline sentences
+BUCKET_PREFIX = DENOISE_BUCKET_PREFIX  # per-t-bucket losses: detail tables, not headline sentences
 
 
 def fmt(*values: float) -> list[str]:

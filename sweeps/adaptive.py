@@ -25,9 +25,11 @@ from typing import Any, Iterator
 
 from mlflow.entities import Metric, RunTag
 
-from analysis.adaptive import (DECISION_TAG, DESIGN_TAG, REASON_TAG, ROUND_ARTIFACT, ROUND_TAG, analyse_look,
-                               family_size)
+from analysis.adaptive import analyse_look, family_size
 from analysis.sequential import Decision, Design
+from specforce_contracts import (ADAPTIVE_DECISION_TAG as DECISION_TAG, ADAPTIVE_DESIGN_TAG as DESIGN_TAG,
+                                 ADAPTIVE_REASON_TAG as REASON_TAG, ADAPTIVE_ROUND_TAG as ROUND_TAG,
+                                 ARTIFACT_ADAPTIVE_ROUND as ROUND_ARTIFACT, SWEEP_ROUND, SWEEP_SEEDS_PER_ARM)
 from sweeps.spec import SpecError, SweepSpec, adaptive_primary, base_config, round_plans, round_seeds
 
 
@@ -128,8 +130,8 @@ class AdaptiveRounds:
         # metrics and tags in one batch, after the record: on resume the round tag marks a round whose decision,
         # reason and record are all written
         now = int(time.time() * 1000)
-        self.client.log_batch(self.parent, metrics=[Metric("sweep/round", r, now, r),
-                                                    Metric("sweep/seeds_per_arm", d.planned_seeds, now, r)],
+        self.client.log_batch(self.parent, metrics=[Metric(SWEEP_ROUND, r, now, r),
+                                                    Metric(SWEEP_SEEDS_PER_ARM, d.planned_seeds, now, r)],
                               tags=[RunTag(DECISION_TAG, d.outcome), RunTag(REASON_TAG, d.reason[:5000]),
                                     RunTag(ROUND_TAG, str(r))])
         for c in d.comparisons:

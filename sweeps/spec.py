@@ -11,7 +11,7 @@
       seed: [0, 1, 2]
     search:                         # Optuna through Ray Tune's OptunaSearch
       metric: eval/denoise_loss
-      mode: min
+      mode: min                     # optional: the metric's direction in specforce_contracts (min for a loss)
       num_samples: 12
       sampler: tpe                  # tpe | gp | random | cmaes
       space:
@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+import specforce_contracts as C
 from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -93,8 +94,8 @@ class Asha(_Strict):
 
 
 class Search(_Strict):
-    metric: str = "eval/denoise_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: str = C.DENOISE_LOSS
+    mode: Literal["min", "max"] = "min"  # when not given: the metric's direction in the registry
     num_samples: int = Field(default=8, gt=0)
     sampler: Literal["tpe", "gp", "random", "cmaes"] = "tpe"
     # TPE's default of 10 random start-up trials turns small sweeps into random search (DESIGN.md §4)
@@ -105,6 +106,23 @@ class Search(_Strict):
     scheduler: Asha | None = None
     baselines: bool = True
     baseline_seeds: list[int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_from_registry(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") is None:
+            data = {**data, "mode": C.search_mode(data.get("metric") or C.DENOISE_LOSS)}
+        return data
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_agrees(cls, mode: str, info: ValidationInfo) -> str:
+        metric = info.data.get("metric")
+        better = C.direction(metric) if metric else C.NONE
+        if better in (C.LOWER, C.HIGHER) and mode != C.search_mode(metric):
+            raise ValueError(f"{mode!r} would search for the worst {metric}: it is {better}-is-better (omit mode, or "
+                             f"use {C.search_mode(metric)!r})")
+        return mode
 
     @field_validator("space")
     @classmethod
@@ -146,7 +164,7 @@ class Analysis(_Strict):
     about (every other metric is secondary, Holm-adjusted), the smallest effect worth detecting (power planning),
     the confidence level and the interval method (analysis/intervals.py)."""
 
-    primary: str = "eval/denoise_loss"
+    primary: str = C.DENOISE_LOSS
     min_effect: float | None = Field(default=None, gt=0)  # in the primary metric's units
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     method: Literal["t", "expanded-percentile", "percentile", "basic", "BCa"] = "t"
@@ -288,29 +306,9 @@ def baseline_plans(spec: SweepSpec) -> list[TrialPlan]:
 
 
 def reported_metrics(cfg: TrainConfig) -> set[str]:
-    """Every metric name a trial with this config reports (the search metric must be one of them)."""
-    names = {"train/loss", "train/lr", "train/images_per_s", "eval/seconds"}
-    if cfg.eval.denoise_loss:
-        names.add("eval/denoise_loss")
-        edges = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-        names.update(f"eval/denoise_loss_t{a:.1f}-{b:.1f}" for a, b in zip(edges, edges[1:]))
-    for m in cfg.eval.metrics:
-        if m == "fd_pixel":
-            names.update({"eval/fd_pixel", "eval/fd_pixel_floor"})
-        elif m == "fid":
-            names.update({"eval/fid", "eval/fid_floor", "eval/is"})
-        elif m == "spectrum":
-            names.update({"eval/spec_err_low", "eval/spec_err_mid", "eval/spec_err_high"})
-        elif m == "is":
-            names.add("eval/is")
-        elif m == "classifier":
-            names.update({"eval/fd_digitcnn", "eval/fd_digitcnn_floor", "eval/cls_accuracy_digitcnn",
-                          "eval/cls_score_digitcnn"})
-    if "kid" in cfg.eval.metrics:  # kernel distances on pixels and each other extractor (evaluation.kid_name)
-        for fd, kid in (("kid", "kid_pixel"), ("fid", "kid"), ("classifier", "kid_digitcnn")):
-            if fd in cfg.eval.metrics:
-                names.update({f"eval/{kid}", f"eval/{kid}_std", f"eval/{kid}_floor"})
-    return names
+    """Every metric name a trial with this config reports (the search metric must be one of them): the registry's
+    list for its eval settings (specforce_contracts.emitted_metrics)."""
+    return C.emitted_metrics(cfg.eval.metrics, denoise_loss=cfg.eval.denoise_loss)
 
 
 def validate_spec(spec: SweepSpec) -> None:
@@ -361,7 +359,7 @@ def validate_spec(spec: SweepSpec) -> None:
 
 def adaptive_primary(spec: SweepSpec) -> str:
     """The metric adaptive seeds decide on: the spec's analysis.primary when it has one, else eval/denoise_loss."""
-    return getattr(getattr(spec, "analysis", None), "primary", None) or "eval/denoise_loss"
+    return getattr(getattr(spec, "analysis", None), "primary", None) or C.DENOISE_LOSS
 
 
 def _validate_seeds(spec: SweepSpec, base: TrainConfig) -> None:

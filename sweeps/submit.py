@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from specforce_contracts import JOB_SPEC_METADATA
 from sweeps.spec import SpecError, load_spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
         entrypoint=entrypoint,
         runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES,
                      "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1"}},
-        metadata={"specforce.spec": spec.name},
+        metadata={JOB_SPEC_METADATA: spec.name},
     )
     print(f"submitted {spec.name!r} as {job_id} to {address}; follow with: specforce logs {job_id} "
           f"--address {address} --follow", file=sys.stderr)

@@ -5,8 +5,10 @@ Ray workers never talk to MLflow. They report to Tune; `MlflowTrialLogger`, a Tu
 turns each result into MLflow calls:
 
 - experiment = spec name; one parent run per sweep (tag specforce.role=sweep), one child per trial
-  (tag specforce.role=trial, mlflow.parentRunId, specforce.trial_id);
-- params = the trial's dotted config keys; metrics slash-namespaced with step = training images seen;
+  (tag specforce.role=trial, mlflow.parentRunId, specforce.trial_id); names from specforce_contracts;
+- params = the trial record the worker sent with its first report (dotted config keys as run, derived model params,
+  data spectrum fit, the SF operator's `spectral.used.*`), also logged as config/record.json; metrics
+  slash-namespaced with step = training images seen; the writes themselves are sweeps/mlflow_writer.py's;
 - artifacts from the trial's persisted Ray checkpoint folder (sample grids, mask picture, spectra, config, EMA);
 - on completion the run is FINISHED (tag specforce.status completed | stopped_early), on error FAILED: no run is
   left RUNNING.
@@ -19,29 +21,21 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
-import time
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from sweeps.trial import HISTORY_KEY, IMAGES_KEY, PARAMS_KEY, PROVENANCE_KEY
-from trainers.config import config_with_overrides
+import specforce_contracts as C
+from specforce_contracts import IMAGES_KEY, TrialRecord, default_tracking_uri  # noqa: F401 (public here too)
+from specforce_contracts import REPORT_HISTORY_KEY as HISTORY_KEY, REPORT_PROVENANCE_KEY as PROVENANCE_KEY
+from specforce_contracts import REPORT_RECORD_KEY as RECORD_KEY
+from sweeps.mlflow_writer import RunWriter, find_run, param_value, redact  # noqa: F401 (public here too)
 
-ROLE, TRIAL_ID, STATUS, SWEEP_KEY = "specforce.role", "specforce.trial_id", "specforce.status", "specforce.sweep_key"
-PARENT = "mlflow.parentRunId"
-ARTIFACT_DIRS = {"samples": "samples", "spectral": "spectral", "eval": "eval"}
-# config keys whose None means "the preset's": the worker reports the resolved value with its extra params (MLflow
-# params cannot change once logged, so the None is not logged first)
-RESOLVED_BY_WORKER = ("model.bottleneck",)
-
-
-def default_tracking_uri(cwd: pathlib.Path | None = None) -> str:
-    """`sqlite:///<abs>/mlflow.db`: absolute, because Ray processes have other working directories."""
-    return f"sqlite:///{((cwd or pathlib.Path.cwd()) / 'mlflow.db').resolve()}"
+ROLE, TRIAL_ID, STATUS, SWEEP_KEY, PARENT = C.ROLE_TAG, C.TRIAL_ID_TAG, C.STATUS_TAG, C.SWEEP_KEY_TAG, C.PARENT_TAG
+# run-folder subfolders whose files become artifacts in the folder of the same name
+ARTIFACT_DIRS = {d: d for d in (C.ARTIFACT_SAMPLES_DIR, C.ARTIFACT_SPECTRAL_DIR, C.ARTIFACT_EVAL_DIR)}
 
 
 # MLflow's tracking stores by URI scheme (database schemes may name a driver: postgresql+psycopg2://)
@@ -122,72 +116,42 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         # MLflow 3's UI opens unknown experiments on its GenAI traces overview; this tag opens the runs table
-        return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+        return client.create_experiment(name, tags={C.EXPERIMENT_KIND_TAG: C.EXPERIMENT_KIND})
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
 
 
-def find_run(client: MlflowClient, experiment_id: str, **tags: str):
-    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([experiment_id], filter_string=filt, max_results=1, order_by=["attributes.start_time DESC"])
-    return runs[0] if runs else None
-
-
 def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, spec_dict: dict, resume: bool,
                      run_name: str) -> str:
     if resume:
-        run = find_run(client, experiment_id, **{ROLE: "sweep", SWEEP_KEY: sweep_key})
+        run = find_run(client, experiment_id, **{ROLE: C.ROLE_SWEEP, SWEEP_KEY: sweep_key})
         if run is not None:
             if run.info.status != "RUNNING":
                 client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE: "sweep", SWEEP_KEY: sweep_key})
-    client.log_text(run.info.run_id, json.dumps(redact("spec", spec_dict), indent=2, default=str), "spec/spec.json")
+    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE: C.ROLE_SWEEP, SWEEP_KEY: sweep_key})
+    client.log_text(run.info.run_id, json.dumps(redact("spec", spec_dict), indent=2, default=str), C.ARTIFACT_SPEC)
     return run.info.run_id
 
 
-SECRET_WORDS = ("password", "passwd", "secret", "api_key", "apikey", "credential", "access_key")
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]+):(?P<pw>[^/@\s]+)@", re.I)
-
-
-def redact(key: str, value: Any) -> Any:
-    """Params and logged specs never carry secrets: secret-named keys are masked, URI passwords removed."""
-    leaf = key.rsplit(".", 1)[-1].lower()
-    # secret-named leaves only: `model.tokens` (a token count) is not a secret, `data.options.api_token` is
-    if any(word in leaf for word in SECRET_WORDS) or leaf == "token" or leaf.endswith(("_token", "-token")):
-        return "***"
-    if isinstance(value, dict):
-        return {k: redact(str(k), v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(key, v) for v in value]
-    if isinstance(value, str):
-        return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
-    return value
-
-
-def param_value(value: Any, key: str = "") -> str:
-    value = redact(key, value)
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return text[:6000]
-
-
 class MlflowTrialLogger(Callback):
-    """Tune callback: one MLflow child run per trial, logged from the driver only."""
+    """Tune callback: one MLflow child run per trial, logged from the driver only, through `RunWriter`.
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict[str, Any],
+    The run's params are the trial record the worker sends with its first report (TrialRecord: the config as it ran,
+    the data spectrum fit, the SF operator's describe()); nothing is re-resolved here. `base` is accepted for
+    callers and unused."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict[str, Any] | None = None,
                  search_tag: str | None = None):
         self.tracking_uri = tracking_uri
         self._client: MlflowClient | None = None
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
-        self.base = base  # the spec's base config tree; each trial = base + its overrides
-        self.total_images: dict[str, int] = {}
         self.search_tag = search_tag
         self.runs: dict[str, str] = {}  # trial key -> run id
-        self.last_step: dict[str, dict[str, int]] = {}  # run id -> metric -> last logged step
+        self.writers: dict[str, RunWriter] = {}  # trial key -> its run's writer
         self.logged_files: dict[str, set[str]] = {}
-        self.extras_logged: set[str] = set()
         self.last_images: dict[str, int] = {}
 
     @property
@@ -199,6 +163,7 @@ class MlflowTrialLogger(Callback):
     def __getstate__(self):  # Tune pickles its run config (callbacks included) into tuner.pkl
         state = dict(self.__dict__)
         state["_client"] = None
+        state["writers"] = {}
         return state
 
     # ------------------------------------------------------------------ identity
@@ -208,6 +173,7 @@ class MlflowTrialLogger(Callback):
         return plan["trial_id"] if plan else trial.trial_id
 
     def _overrides(self, trial) -> dict[str, Any]:
+        """What the trial was asked to run (logged as params only when it died before sending its record)."""
         plan = trial.config.get("plan")
         if plan:
             return dict(plan["overrides"])
@@ -215,114 +181,89 @@ class MlflowTrialLogger(Callback):
         out["spectral.enabled"] = True
         return out
 
-    def _run_for(self, trial) -> str:
+    def _writer(self, trial) -> RunWriter:
         key = self.trial_key(trial)
-        if key in self.runs:
-            return self.runs[key]
-        cfg = config_with_overrides(self.base, self._overrides(trial))
-        existing = find_run(self.client, self.experiment_id, **{TRIAL_ID: key, PARENT: self.parent_run_id})
-        if existing is not None:  # resumed sweep: continue the same run, skip steps already logged
-            run_id = existing.info.run_id
-            if existing.info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            self.last_step[run_id] = {k: self._max_step(run_id, k) for k in existing.data.metrics}
-        else:
-            tags = {ROLE: "trial", TRIAL_ID: key, PARENT: self.parent_run_id, STATUS: "running"}
+        if key not in self.writers:
+            tags = {C.ROLE_TAG: C.ROLE_TRIAL, C.TRIAL_ID_TAG: key, C.PARENT_TAG: self.parent_run_id,
+                    C.STATUS_TAG: C.STATUS_RUNNING}
             if self.search_tag:
-                tags["specforce.search"] = self.search_tag
-            run_id = self.client.create_run(self.experiment_id, run_name=key, tags=tags).info.run_id
-            params = sorted((k, v) for k, v in cfg.flat().items() if not (v is None and k in RESOLVED_BY_WORKER))
-            self.client.log_batch(run_id, params=[Param(k, param_value(v, k)) for k, v in params])
-            self.last_step[run_id] = {}
-        self.runs[key] = run_id
-        self.total_images[run_id] = cfg.optim.total_images
-        self.logged_files.setdefault(run_id, set())
-        return run_id
+                tags[C.SEARCH_TAG] = self.search_tag
+            # a resumed sweep continues the same run (found by trial id) and skips steps already logged
+            writer = RunWriter.open(self.client, self.experiment_id, run_name=key, tags=tags,
+                                    match={C.TRIAL_ID_TAG: key, C.PARENT_TAG: self.parent_run_id})
+            self.writers[key], self.runs[key] = writer, writer.run_id
+            self.logged_files.setdefault(writer.run_id, set())
+        return self.writers[key]
 
-    def _max_step(self, run_id: str, key: str) -> int:
-        history = self.client.get_metric_history(run_id, key)
-        return max((m.step for m in history), default=-1)
+    def _run_for(self, trial) -> str:
+        return self._writer(trial).run_id
 
     # ------------------------------------------------------------------ Tune events
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_for(trial)
+        self._writer(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run_for(trial)
-        self._log_result(run_id, result)
+        self._log_result(self._writer(trial), result)
 
-    def _log_result(self, run_id: str, result: dict[str, Any]) -> None:
-        last = self.last_step[run_id]
-        metrics: list[Metric] = []
-        now = int(time.time() * 1000)
-        rows = json.loads(result.get(HISTORY_KEY) or "[]")
-        for row in rows:
-            step = int(row.pop(IMAGES_KEY))
-            for key, value in row.items():
-                if step > last.get(key, -1):
-                    metrics.append(Metric(key, float(value), now, step))
-        for m in metrics:
-            last[m.key] = max(last.get(m.key, -1), m.step)
-        for i in range(0, len(metrics), 900):  # log_batch accepts at most 1000 metrics per call
-            self.client.log_batch(run_id, metrics=metrics[i : i + 900])
+    def _log_result(self, writer: RunWriter, result: dict[str, Any]) -> None:
+        if writer.record is None and result.get(RECORD_KEY):  # the worker's first report of this run
+            writer.log_record(TrialRecord.from_json(result[RECORD_KEY]))
+        writer.log_rows(json.loads(result.get(HISTORY_KEY) or "[]"))
         if IMAGES_KEY in result:
-            self.last_images[run_id] = int(result[IMAGES_KEY])
-        if run_id not in self.extras_logged and result.get(PARAMS_KEY):
-            extras = json.loads(result[PARAMS_KEY])
-            existing = self.client.get_run(run_id).data.params
-            params = [Param(k, param_value(v, k)) for k, v in extras.items() if k not in existing]
-            if params:
-                self.client.log_batch(run_id, params=params)
-            self.extras_logged.add(run_id)
-        if result.get(PROVENANCE_KEY) and result[PROVENANCE_KEY] != "{}":
-            self.client.set_tag(run_id, "specforce.provenance", result[PROVENANCE_KEY])
+            self.last_images[writer.run_id] = int(result[IMAGES_KEY])
+        writer.set_provenance(result.get(PROVENANCE_KEY))
         ckpt = result.get("checkpoint_path")
         if ckpt:
-            self._log_artifacts(run_id, pathlib.Path(ckpt), final=False)
+            self._log_artifacts(writer, pathlib.Path(ckpt), final=False)
 
-    def _log_artifacts(self, run_id: str, folder: pathlib.Path, final: bool) -> None:
+    def _log_artifacts(self, writer: RunWriter, folder: pathlib.Path, final: bool) -> None:
         if not folder.is_dir():  # remote storage (s3://...): artifacts stay in Ray storage, say so once
             return
-        done = self.logged_files[run_id]
+        done = self.logged_files[writer.run_id]
         for sub, dest in ARTIFACT_DIRS.items():
             for path in sorted((folder / sub).glob("*")):
                 key = f"{dest}/{path.name}"
-                if path.is_file() and (key not in done or sub == "eval"):
-                    self.client.log_artifact(run_id, str(path), dest)
+                if path.is_file() and (key not in done or sub == C.ARTIFACT_EVAL_DIR):
+                    writer.log_artifact(str(path), dest)
                     done.add(key)
         if final:
             if (folder / "config.yaml").is_file():
-                self.client.log_artifact(run_id, str(folder / "config.yaml"), "config")
+                writer.log_artifact(str(folder / "config.yaml"), C.ARTIFACT_CONFIG_DIR)
                 # the resolved config under the contract's name
-                self.client.log_text(run_id, (folder / "config.yaml").read_text(), "config/resolved.yaml")
+                writer.log_text((folder / "config.yaml").read_text(), C.ARTIFACT_RESOLVED_CONFIG)
             if (folder / "ema.pt").is_file():
-                self.client.log_artifact(run_id, str(folder / "ema.pt"), "checkpoints")
+                writer.log_artifact(str(folder / "ema.pt"), C.ARTIFACT_CHECKPOINTS_DIR)
             if (folder / "metrics.jsonl").is_file():
-                self.client.log_artifact(run_id, str(folder / "metrics.jsonl"), "logs")
+                writer.log_artifact(str(folder / "metrics.jsonl"), C.ARTIFACT_LOGS_DIR)
+
+    def _total_images(self, writer: RunWriter) -> int | None:
+        if writer.record is not None:
+            return writer.record.total_images
+        logged = self.client.get_run(writer.run_id).data.params.get("optim.total_images")  # a record of an earlier
+        return int(logged) if logged is not None else None  # driver session (resumed sweep)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_for(trial)
+        writer = self._writer(trial)
         result = trial.last_result or {}
         ckpt = result.get("checkpoint_path")
         if ckpt:
-            self._log_artifacts(run_id, pathlib.Path(ckpt), final=True)
-        images = self.last_images.get(run_id, 0)
-        status = "completed" if images >= self.total_images[run_id] else "stopped_early"
-        self.client.set_tag(run_id, STATUS, status)
-        self.client.set_terminated(run_id, status="FINISHED")
+            self._log_artifacts(writer, pathlib.Path(ckpt), final=True)
+        images = self.last_images.get(writer.run_id, int(result.get(IMAGES_KEY, 0) or 0))
+        total = self._total_images(writer)
+        done = total is not None and images >= total
+        writer.end(C.STATUS_COMPLETED if done else C.STATUS_STOPPED_EARLY)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_for(trial)
+        writer = self._writer(trial)
+        if writer.record is None:  # died before its first report: log what it was asked to run
+            writer.log_params(self._overrides(trial))
         error = getattr(trial, "error_file", None)
-        self.client.set_tag(run_id, STATUS, "failed")
         if error and pathlib.Path(error).is_file():
-            self.client.log_artifact(run_id, error, "logs")
-        self.client.set_terminated(run_id, status="FAILED")
+            writer.log_artifact(error, C.ARTIFACT_LOGS_DIR)
+        writer.end(C.STATUS_FAILED, "FAILED")
 
     def close_all(self, status: str = "KILLED") -> None:
         """Driver interrupted: leave no child run RUNNING."""
-        for run_id in self.runs.values():
-            run = self.client.get_run(run_id)
-            if run.info.status == "RUNNING":
-                self.client.set_tag(run_id, STATUS, "interrupted")
-                self.client.set_terminated(run_id, status=status)
+        for key, run_id in self.runs.items():
+            writer = self.writers.get(key) or RunWriter(self.client, run_id)
+            writer.end_if_running(C.STATUS_INTERRUPTED, status)

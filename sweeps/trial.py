@@ -38,11 +38,10 @@ from typing import Any
 
 from trainers.config import config_from_dict, config_with_overrides
 from trainers.loop import Hooks, Trainer, TrainingRun
+# what a report carries besides metrics: names shared with the driver's MLflow logger (sweeps/tracking.py)
+from specforce_contracts import IMAGES_KEY, REPORT_HISTORY_KEY as HISTORY_KEY
+from specforce_contracts import REPORT_PROVENANCE_KEY as PROVENANCE_KEY, REPORT_RECORD_KEY as RECORD_KEY
 
-HISTORY_KEY = "specforce/history"
-PARAMS_KEY = "specforce/params"
-PROVENANCE_KEY = "specforce/provenance"
-IMAGES_KEY = "images"
 # benchmarks/bench_sweep_overhead.py sets this to a file: every process of a trial appends timestamped events to it
 TIMELINE_ENV = "SPECFORCE_TIMELINE"
 _PROCESS_MARKED: set[int] = set()
@@ -85,13 +84,15 @@ def mark(trial_id: str, event: str) -> None:
 
 
 class RayReportHooks(Hooks):
-    """Turns loop events into `ray.train.report` calls (every rank calls report: it is a barrier)."""
+    """Turns loop events into `ray.train.report` calls (every rank calls report: it is a barrier). The first report
+    of this worker carries the trial record (trainers/record.py): what the driver logs as the run's params."""
 
     def __init__(self, rank: int, trial_id: str = ""):
         self.rank, self.trial_id = rank, trial_id
         self.history: list[dict[str, Any]] = []
         self.latest: dict[str, float] = {}
         self.run: TrainingRun | None = None
+        self.record_sent = False
 
     def on_start(self, run: TrainingRun) -> None:
         self.run = run
@@ -116,14 +117,18 @@ class RayReportHooks(Hooks):
             history = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
         payload: dict[str, Any] = {IMAGES_KEY: images, **self.latest,
                                    HISTORY_KEY: json.dumps(history),
-                                   PARAMS_KEY: json.dumps(self.run.extra_params, default=str),
                                    PROVENANCE_KEY: json.dumps(self.run.provenance, default=str)}
+        if not self.record_sent:  # once per worker process: a restarted worker (resume) sends it again, harmlessly
+            from trainers.record import trial_record
+
+            payload[RECORD_KEY] = trial_record(self.run).to_json()
         checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if self.rank == 0 else None
         mark(self.trial_id, f"report_r{self.rank}")
         ray.train.report(payload, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{images:012d}",
                          delete_local_checkpoint_after_upload=False)
         mark(self.trial_id, f"reported_r{self.rank}")
         self.history = []
+        self.record_sent = True
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
