@@ -1,4 +1,4 @@
-"""The held-out denoising loss (`eval.denoise_loss`): the flow's v-loss on a FIXED batch, noise and t grid, per t-bucket.
+"""The held-out denoising loss (`eval.denoise_loss`): the v-loss on a FIXED batch, noise and t grid, by t-bucket.
 
     from trainers.heldout import HeldOutLoss
     heldout = HeldOutLoss.from_config(cfg, test_set, device)   # nothing is drawn until the first call
@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# T_BUCKET_EDGES: the t-bucket edges of the keys "eval/denoise_loss_t{lo}-{hi}" (t = 0 noise, t = 1 data), one
+# definition for the loop, the spec validator and the analysis
+from specforce_contracts import DENOISE_LOSS, T_BUCKET_EDGES, denoise_bucket_key
 from trainers.datasets.base import check_seed
 
 if TYPE_CHECKING:
@@ -29,9 +32,6 @@ if TYPE_CHECKING:
     from trainers.flow import Model, RectifiedFlow
 
 __all__ = ["T_BUCKET_EDGES", "HeldOutLoss", "bucket_denoise_loss", "fixed_eval_batch", "fixed_noise", "t_grid"]
-
-# The t-bucket edges of the per-bucket keys "eval/denoise_loss_t{lo}-{hi}" (t = 0 noise, t = 1 data).
-T_BUCKET_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 _EVAL_TAG = 0x6576616C  # separates the eval-batch draw from other uses of the data seed
 _NOISE_SEED = 10_007  # offset of the fixed noise's seed from the data seed
@@ -61,10 +61,6 @@ def t_grid(points: int) -> Tensor:
     return (torch.arange(points, dtype=torch.float32) + 0.5) / points
 
 
-def _edge_name(v: float) -> str:
-    return f"{v:.1f}" if round(v, 1) == v else f"{v:g}"
-
-
 def bucket_denoise_loss(t_grid: Sequence[float] | Tensor, losses: Sequence[float] | Tensor,
                         edges: Sequence[float] = T_BUCKET_EDGES) -> dict[str, float]:
     """Metric dict from `RectifiedFlow.denoise_loss`: the overall mean and the mean inside each t bucket.
@@ -84,13 +80,13 @@ def bucket_denoise_loss(t_grid: Sequence[float] | Tensor, losses: Sequence[float
     outside = t[(t < e[0]) | (t > e[-1])]
     if outside.numel():
         raise ValueError(f"t_grid: times {outside.tolist()} lie outside edges [{e[0]}, {e[-1]}]")
-    out = {"eval/denoise_loss": float(loss.mean())}
+    out = {DENOISE_LOSS: float(loss.mean())}
     for i, (lo, hi) in enumerate(zip(e, e[1:])):
         last = i == len(e) - 2
         inside = (t >= lo) & ((t <= hi) if last else (t < hi))
         if not inside.any():
             raise ValueError(f"edges: bucket [{lo}, {hi}] holds no t of t_grid {t.tolist()}")
-        out[f"eval/denoise_loss_t{_edge_name(lo)}-{_edge_name(hi)}"] = float(loss[inside].mean())
+        out[denoise_bucket_key(lo, hi)] = float(loss[inside].mean())
     return out
 
 
