@@ -222,7 +222,7 @@ def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str]
     if ratios is not None and varies_ratio(ratios):
         figs["gain_vs_ratio"] = plots.plot_gain_vs_ratio(ratios, out / "gain_vs_compression_ratio.png")
     primary_values = metric_values(tables.runs, primary, group)
-    figs["training_curves"] = plots.plot_training_curves(tables.history, primary_values, ["train/loss", primary],
+    figs["training_curves"] = plots.plot_training_curves(tables.history, primary_values, [C.TRAIN_LOSS, primary],
                                                          out / "training_curves.png")
     grids, labels = _samples(tracking_uri, primary_values)
     figs["samples"] = plots.plot_samples(grids, labels, out / "samples.png")

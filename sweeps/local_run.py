@@ -4,68 +4,51 @@
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
+import specforce_contracts as C
 from trainers.config import TrainConfig
 from trainers.loop import Hooks, Trainer, TrainingRun
 
 
 class MlflowHooks(Hooks):
-    """Single-process logging: params at start, metrics as they come (step = images), artifacts as written."""
+    """Single-process logging through the same writer as a sweep (sweeps/mlflow_writer.py): the trial record at start
+    (params + config/record.json), metrics as they come (step = images), artifacts as written."""
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str):
         from sweeps import tracking
+        from sweeps.mlflow_writer import RunWriter
 
         self.client = tracking.prepare_store(tracking_uri)
-        self.logged: dict[str, int] = {}
         exp_id = tracking.get_or_create_experiment(self.client, experiment)
-        existing = tracking.find_run(self.client, exp_id, **{"specforce.role": "train", "specforce.run_name": run_name})
-        if existing is not None and existing.info.status != "FINISHED":  # rerun of an interrupted train: same run
-            self.run_id = existing.info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            for key in existing.data.metrics:  # the resumed loop re-reports steps after its checkpoint
-                self.logged[key] = max(m.step for m in self.client.get_metric_history(self.run_id, key))
-        else:
-            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags={
-                "specforce.role": "train", "specforce.run_name": run_name}).info.run_id
+        tags = {C.ROLE_TAG: C.ROLE_TRAIN, C.RUN_NAME_TAG: run_name}
+        # a rerun of an interrupted train continues its run (the resumed loop re-reports steps after its checkpoint,
+        # which the writer skips); a rerun after success starts a new one
+        self.writer = RunWriter.open(self.client, exp_id, match=tags, tags=tags, run_name=run_name,
+                                     reopen_finished=False)
+        self.run_id = self.writer.run_id
         print(f"MLflow: {tracking_uri} experiment {experiment!r} run {self.run_id}", flush=True)
 
     def on_start(self, run: TrainingRun) -> None:
-        from mlflow.entities import Param
+        from trainers.record import trial_record
 
-        have = self.client.get_run(self.run_id).data.params
-        params = {**run.cfg.flat(), **run.extra_params}
-        from sweeps.tracking import param_value
-
-        new = [Param(k, param_value(v, k)) for k, v in params.items() if k not in have]
-        if new:
-            self.client.log_batch(self.run_id, params=new)
+        self.writer.log_record(trial_record(run))
 
     def on_metrics(self, images: int, metrics: dict[str, float]) -> None:
         super().on_metrics(images, metrics)
-        from mlflow.entities import Metric
-        import time
-
-        now = int(time.time() * 1000)
-        new = [Metric(k, float(v), now, images) for k, v in metrics.items() if images > self.logged.get(k, -1)]
-        if new:
-            self.client.log_batch(self.run_id, metrics=new)
+        self.writer.log_metrics(images, metrics)
 
     def on_artifact(self, path: pathlib.Path, artifact_dir: str) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        self.writer.log_artifact(str(path), artifact_dir)
 
     def on_end(self, run: TrainingRun, final_metrics: dict[str, float]) -> None:
-        self.client.log_text(self.run_id, (run.out_dir / "config.yaml").read_text(), "config/resolved.yaml")
-        if run.provenance:
-            self.client.set_tag(self.run_id, "specforce.provenance", json.dumps(run.provenance, default=str))
-        self.client.set_tag(self.run_id, "specforce.status", "completed")
-        self.client.set_terminated(self.run_id, "FINISHED")
+        self.writer.log_text((run.out_dir / "config.yaml").read_text(), C.ARTIFACT_RESOLVED_CONFIG)
+        self.writer.set_provenance(run.provenance)
+        self.writer.end(C.STATUS_COMPLETED)
 
     def fail(self) -> None:
-        self.client.set_tag(self.run_id, "specforce.status", "failed")
-        self.client.set_terminated(self.run_id, "FAILED")
+        self.writer.end(C.STATUS_FAILED, "FAILED")
 
 
 def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: str | None, experiment: str,

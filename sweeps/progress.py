@@ -476,8 +476,10 @@ def log_path_for(storage: str, name: str) -> pathlib.Path:
 
 
 if __name__ == "__main__":  # a sample of the live block, for eyeballing the layout
+    from specforce_contracts import DENOISE_LOSS
+
     now = time.time()
-    demo = PhaseState("grid", 12, "eval/denoise_loss", now - 150, done=5)
+    demo = PhaseState("grid", 12, DENOISE_LOSS, now - 150, done=5)
     demo.running = {"p16-sf0-1a2b3c": TrialState("p16-sf0-1a2b3c", now - 40, 9600, 19200, 0.412),
                      "p8-sf1-4d5e6f": TrialState("p8-sf1-4d5e6f", now - 10, 0, 19200)}
     demo.last_finished = ("p16-sf1-777777", 0.388)

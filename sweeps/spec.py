@@ -337,7 +337,7 @@ def validate_spec(spec: SweepSpec) -> None:
                 for choice in dim.choices or []:
                     _resolve(spec, {key: choice, "spectral.enabled": True}, "search.space choice")
         if s.metric not in reported_metrics(base):
-            known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+            known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith(C.EVAL_PREFIX)))
             raise SpecError(f"search.metric: {s.metric!r} is never reported by these trials; they report: {known}")
         if s.scheduler and base.eval.every_images == 0:
             raise SpecError("search.scheduler: ASHA needs intermediate evaluations; set base.eval.every_images")
@@ -352,7 +352,7 @@ def validate_spec(spec: SweepSpec) -> None:
     if spec.seeds is not None:
         _validate_seeds(spec, base)
     if spec.analysis.primary not in reported_metrics(base):
-        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith(C.EVAL_PREFIX)))
         raise SpecError(f"analysis.primary: {spec.analysis.primary!r} is never reported by these trials; they "
                         f"report: {known}")
 
@@ -380,7 +380,7 @@ def _validate_seeds(spec: SweepSpec, base: TrainConfig) -> None:
                         f"{sf_only[0]} value (set it in base)")
     primary = adaptive_primary(spec)
     if primary not in reported_metrics(base):
-        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith("eval/")))
+        known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith(C.EVAL_PREFIX)))
         raise SpecError(f"seeds: the primary metric {primary!r} is never reported by these trials; they report: "
                         f"{known}")
 

@@ -22,10 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from specforce_contracts import CLASSIFIER_EXTRACTOR
+
 __all__ = ["CLASSIFIER_NAME", "DigitCNN", "train_classifier", "accuracy", "load_or_train_classifier",
            "state_sha256"]
 
-CLASSIFIER_NAME = "digitcnn"
+CLASSIFIER_NAME = CLASSIFIER_EXTRACTOR  # the registry's name: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
 RECIPE_VERSION = 1  # bump when the architecture or training recipe changes: invalidates cached classifiers
 FEATURE_DIM = 128
 

@@ -25,6 +25,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from specforce_contracts import CLASSIFIER_DATASETS, EVAL_METRIC_OPTIONS, flatten  # noqa: F401 (flatten: public here)
+
 
 class ConfigError(ValueError):
     """A config value is wrong; the message starts with the dotted key path."""
@@ -142,10 +144,9 @@ class EvalConfig(_Frozen):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
         for m in v:
-            if m not in known:
-                raise ValueError(f"unknown metric {m!r}; known: {', '.join(known)}")
+            if m not in EVAL_METRIC_OPTIONS:
+                raise ValueError(f"unknown metric {m!r}; known: {', '.join(EVAL_METRIC_OPTIONS)}")
         return v
 
 
@@ -199,17 +200,6 @@ class TrainConfig(_Frozen):
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values (lists for tuples), as logged to MLflow params."""
         return flatten(self.model_dump(mode="json"))
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key != "options":
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -347,8 +337,6 @@ def _check_data(data: DataConfig) -> None:
 
 def _check_eval(cfg: "TrainConfig") -> None:
     # the evaluator refuses these too, but only after the run folder and MLflow run exist
-    from trainers.evaluation import CLASSIFIER_DATASETS
-
     metrics = cfg.eval.metrics
     if "classifier" in metrics and cfg.data.name not in CLASSIFIER_DATASETS:
         raise ValueError(f"eval.metrics: 'classifier' needs a digit dataset ({', '.join(CLASSIFIER_DATASETS)}) "

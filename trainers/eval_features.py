@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from specforce_contracts import kid_name  # noqa: F401 (the registry's rule; imported from here by the evaluator)
 from trainers.eval_dist import gather_objects
 from trainers.kid import SUBSET_SIZE as KID_SUBSET_SIZE
 from trainers.metrics import FeatureStats, InceptionScoreStats
@@ -56,11 +57,6 @@ def kid_subset_size(n1: int, n2: int) -> int:
     """torch-fidelity's 1,000, or half the smaller set when that is smaller: subsets of the whole set would all be
     the same rows, and their SD (`kid_*_std`) would be 0 instead of the spread of half-size estimates."""
     return max(2, min(KID_SUBSET_SIZE, min(n1, n2) // 2))
-
-
-def kid_name(fd_metric: str) -> str:
-    """The KID key that goes with an FD key: fid -> kid (Inception), fd_pixel -> kid_pixel, fd_<x> -> kid_<x>."""
-    return "kid" if fd_metric == "fid" else "kid_" + fd_metric.removeprefix("fd_")
 
 
 def fd_wanted(metrics: tuple[str, ...], source: str) -> bool:

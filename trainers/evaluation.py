@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 
+from specforce_contracts import CLASSIFIER_DATASETS, EVAL_METRIC_OPTIONS, FLOOR_SUFFIX, SPECTRUM_BANDS, STD_SUFFIX
 from trainers.eval_dist import broadcast_from_rank0, process_group, raise_if_any_failed, share
 from trainers.eval_features import Accumulator, Extractors, check_images, kid_name, kid_subset_size
 from trainers.eval_reference import describe_dataset, other_split, prepare_references, stack_items
@@ -68,8 +69,7 @@ from trainers.spectra import spectral_errors
 __all__ = ["KNOWN_METRICS", "EvalResult", "Evaluator", "evaluate_images", "check_images", "result_to_json",
            "kid_name", "kid_subset_size"]
 
-KNOWN_METRICS = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
-CLASSIFIER_DATASETS = ("mnist", "digits")
+KNOWN_METRICS = EVAL_METRIC_OPTIONS  # each option's keys: specforce_contracts.evaluator_keys
 MAX_PIXEL_DIM = 8192  # fd_pixel needs a D x D covariance and two D x D eigendecompositions
 
 
@@ -265,20 +265,20 @@ class Evaluator:
                 raise ValueError(f"{metric}: expected {acc.total} samples across ranks, got {st.count}")
             metrics[metric] = frechet_distance(st.mean(), st.covariance(), ref["mu"], ref["sigma"])
             if ref["floor"] is not None:
-                metrics[f"{metric}_floor"] = ref["floor"]
+                metrics[metric + FLOOR_SUFFIX] = ref["floor"]
             prov[metric] = {**ref["provenance"], "num_samples": st.count}
         for metric in acc.bank or {}:
             ref, name, feats = self.references[metric], kid_name(metric), acc.features(metric)
             if len(feats) != acc.total:
                 raise ValueError(f"{name}: expected {acc.total} samples across ranks, got {len(feats)}")
             kid = kernel_distance(feats, ref["features"], subset_size=kid_subset_size(len(feats), len(ref["features"])))
-            metrics[name], metrics[f"{name}_std"] = kid.mean, kid.std
+            metrics[name], metrics[name + STD_SUFFIX] = kid.mean, kid.std
             if ref["kid_floor"] is not None:
-                metrics[f"{name}_floor"] = ref["kid_floor"].mean
+                metrics[name + FLOOR_SUFFIX] = ref["kid_floor"].mean
             prov[name] = {**ref["provenance"], "num_samples": len(feats), "estimator": "unbiased MMD^2, cubic "
                           "polynomial kernel", "subsets": kid.subsets, "subset_size": kid.subset_size}
         if acc.isc is not None:
-            metrics["is"], metrics["is_std"] = acc.isc.score()
+            metrics["is"], metrics["is" + STD_SUFFIX] = acc.isc.score()
             ex = self.extractors.inception
             prov["is"] = {"extractor": f"{ex.name}/logits_unbiased", "weights_sha256": ex.weights_sha256,
                           "num_samples": acc.total, "reference_sha256": None, "splits": 10}
@@ -301,8 +301,8 @@ class Evaluator:
             metrics.update(spectral_errors(samples, ref["data"]))
             prov["spectrum"] = {**ref["provenance"], "num_samples": acc.spectrum.count}
             artifacts["spectra"] = {"r": acc.spectrum.radii().tolist(), "data": ref["data"].tolist(),
-                                    "samples": samples.tolist(), "bands": {"low": [0, 1 / 3], "mid": [1 / 3, 2 / 3],
-                                                                           "high": [2 / 3, 1]},
+                                    "samples": samples.tolist(),
+                                    "bands": {band: list(edges) for band, edges in SPECTRUM_BANDS.items()},
                                     "definition": "FFT power |F|^2/(H*W), channel mean, round(|k|) shells, "
                                                   "r = k / (H/2)"}
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]

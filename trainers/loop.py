@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+import specforce_contracts as C
 from trainers.accel import build_adamw, compile_blocks
 from trainers.builders import (build_denoiser, build_evaluator, build_flow, build_dataset_for, data_spectrum,
                                generate_images, model_shape_params)
@@ -50,7 +51,7 @@ class Hooks:
     def on_metrics(self, images: int, metrics: dict[str, float]) -> None:
         """Called on every rank with the same all-reduced values; `images` = training images seen."""
         if _rank() == 0:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_floor"))
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith(C.FLOOR_SUFFIX))
             print(f"[{images:>9,d} img] {shown}", flush=True)
 
     def on_artifact(self, path: pathlib.Path, artifact_dir: str) -> None:
@@ -207,8 +208,8 @@ class Trainer:
                 if self.world > 1:
                     dist.all_reduce(loss_sum)
                 elapsed = time.perf_counter() - t_log
-                metrics = {"train/loss": float(loss_sum[0] / loss_sum[1]), "train/lr": lr,
-                           "train/images_per_s": (run.images_seen - images_at_log) / max(elapsed, 1e-9)}
+                metrics = {C.TRAIN_LOSS: float(loss_sum[0] / loss_sum[1]), C.TRAIN_LR: lr,
+                           C.TRAIN_IMAGES_PER_S: (run.images_seen - images_at_log) / max(elapsed, 1e-9)}
                 last_metrics.update(metrics)
                 self._emit(run, metrics)
                 loss_sum.zero_()
@@ -243,12 +244,12 @@ class Trainer:
         path = save_checkpoint({"model": weights, "images_seen": run.images_seen, "step": run.step,
                                 "config": self.cfg.model_dump(mode="json"), "ema_index": self.cfg.sample.ema_index},
                                self.out_dir / "ema.pt")
-        self.hooks.on_artifact(path, "checkpoints")
+        self.hooks.on_artifact(path, C.ARTIFACT_CHECKPOINTS_DIR)
 
     def _emit(self, run: TrainingRun, metrics: dict[str, float]) -> None:
         if self.rank == 0:
             with (self.out_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"images": run.images_seen, **metrics}) + "\n")
+                f.write(json.dumps({C.IMAGES_KEY: run.images_seen, **metrics}) + "\n")
         self.hooks.on_metrics(run.images_seen, metrics)
 
     # ----------------------------------------------------------------------------------------- evaluation
@@ -273,8 +274,8 @@ class Trainer:
             return
         gen = torch.Generator(device=run.device).manual_seed(self.cfg.seed + 12345)  # same noise for every grid
         images = self.generate(run, self._grid_labels(run), generator=gen)
-        path = save_grid(images, self.out_dir / "samples" / name, nrow=self.cfg.eval.grid_size, scale=2)
-        self.hooks.on_artifact(path, "samples")
+        path = save_grid(images, self.out_dir / C.ARTIFACT_SAMPLES_DIR / name, nrow=self.cfg.eval.grid_size, scale=2)
+        self.hooks.on_artifact(path, C.ARTIFACT_SAMPLES_DIR)
 
     def _save_mask_picture(self, run: TrainingRun) -> None:
         spectral = getattr(run.raw_model, "spectral", None)
@@ -282,8 +283,8 @@ class Trainer:
             return
         from trainers.figures import plot_spectral_mask
 
-        path = plot_spectral_mask(spectral, self.out_dir / "spectral" / "mask.png")
-        self.hooks.on_artifact(path, "spectral")
+        path = plot_spectral_mask(spectral, self.out_dir / C.ARTIFACT_SPECTRAL_DIR / "mask.png")
+        self.hooks.on_artifact(path, C.ARTIFACT_SPECTRAL_DIR)
 
     def evaluate(self, run: TrainingRun, final: bool = False) -> dict[str, float]:
         with self._ema_weights(run) as model:
@@ -314,15 +315,15 @@ def evaluate_weights(cfg: TrainConfig, model: torch.nn.Module, *, channels: int,
         result = evaluator.evaluate(lambda labels: generate_images(cfg, model, labels, channels=channels,
                                                                    num_classes=num_classes, device=device,
                                                                    generator=gen))
-        metrics.update({f"eval/{k}": float(v) for k, v in result.metrics.items()})
+        metrics.update({C.EVAL_PREFIX + k: float(v) for k, v in result.metrics.items()})
         provenance.update(result.provenance)
         if rank == 0 and result.artifacts:
             for name, obj in result.artifacts.items():
-                path = out_dir / "eval" / f"{name}.json"
+                path = out_dir / C.ARTIFACT_EVAL_DIR / f"{name}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(obj))
-                on_artifact(path, "eval")
-    metrics["eval/seconds"] = time.perf_counter() - t0
+                on_artifact(path, C.ARTIFACT_EVAL_DIR)
+    metrics[C.EVAL_SECONDS] = time.perf_counter() - t0
     return metrics, provenance
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from specforce_contracts import EVAL_PREFIX, SPEC_ERR_PREFIX, SPECTRUM_BANDS
 from trainers.metrics import _all_reduce_
 
 __all__ = ["radial_bins", "SpectrumStats", "spectral_errors", "BANDS"]
 
-BANDS = {"low": (0.0, 1 / 3), "mid": (1 / 3, 2 / 3), "high": (2 / 3, 1.0)}
+BANDS = SPECTRUM_BANDS  # eval/spec_err_<band> (specforce_contracts)
 
 
 def radial_bins(size: int) -> torch.Tensor:
@@ -88,5 +89,5 @@ def spectral_errors(samples: np.ndarray, data: np.ndarray, floor: float = 1e-12)
     out = {}
     for name, (lo, hi) in BANDS.items():
         sel = (f >= lo) & (f <= hi) if lo == 0 else (f > lo) & (f <= hi)
-        out[f"spec_err_{name}"] = float(err[sel].mean())
+        out[SPEC_ERR_PREFIX.removeprefix(EVAL_PREFIX) + name] = float(err[sel].mean())
     return out
