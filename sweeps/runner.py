@@ -237,7 +237,12 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                                     resume=resume)
         for phase, param_space in (rounds if rounds is not None else phases):
             search_keys = tuple(spec.search.space) if phase == "search" else ()
-            trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys, **common),
+            early_stops = phase == "search" and bool(spec.search.scheduler)
+            # Ray's placement-group cleaner outlives a trial's controller; it matters only where a controller can die
+            # while the cluster lives on: a scheduler's early stop, or any cluster the driver did not start
+            keep_pg_cleaner = early_stops or bool(address or os.environ.get("RAY_ADDRESS"))
+            trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys,
+                                                                 keep_pg_cleaner=keep_pg_cleaner, **common),
                                             {"CPU": 0, "memory": 1024})
             # ^ the trial driver holds no CPU (its Train workers do), else 2 one-CPU trials never fit on 2 CPUs;
             #   a token memory request because Tune refuses an all-zero bundle

@@ -17,11 +17,16 @@ The MLflow side lives on the driver (sweeps/tracking.py): workers never write to
 
 Start-up per trial (issue 13): Ray starts about eight processes per trial (Tune's trial actor and its report queue,
 the Train controller, its placement-group cleaner, a synchronization actor, the worker, a Ray Data manager and a
-preemption watcher), each paying Python + Ray start-up and most of them `import torch`. The lean launch (default)
-drops the three that a sweep of short trials does not need: the Tune trial actor is reused by the next trial
-(`reuse_actors`, sweeps/runner.py), the Ray Data manager is not started when the trainer gets no datasets
-(`LeanTorchTrainer`), and on the embedded local cluster the preemption watcher is off and the controller polls
-every 0.5 s instead of 2 s (`LEAN_RAY_ENV`). Workers, DDP, FailureConfig and checkpoints are Ray Train's own.
+preemption watcher), each paying Python + Ray start-up, most of them `import ray.train` (pandas, ray.data: ~3 s of
+one core) and three of them `import torch`. On 2 cores those imports, not waiting, are the overhead. The lean launch
+(default) keeps Ray Train's workers, DDP, FailureConfig and checkpoints and drops the rest where it is idle:
+- the Tune trial actor is reused by the next trial (`reuse_actors`, sweeps/runner.py);
+- no Ray Data manager when the trainer gets no datasets, and the controller never imports torch (its backend
+  config is `WorkerTorchConfig`, sweeps/train_backend.py) (`lean_trainer_class`);
+- no placement-group cleaner on the embedded local cluster in phases without an early-stopping scheduler (runner.py
+  decides; `lean_trainer_class` says why it is safe there);
+- on the embedded local cluster the preemption watcher is off and the controller polls every 0.5 s instead of 2 s
+  (`LEAN_RAY_ENV`).
 `SPECFORCE_TRIAL_LAUNCH=stock` restores Ray's settings (benchmarks/bench_sweep_overhead.py compares the two).
 
     python -m sweeps.cli sweep sweeps/configs/smoke.yaml      # runs trials through this module on local Ray
@@ -150,28 +155,45 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     mark(loop_config["trial_id"], f"loop_end_r{rank}")
 
 
-def lean_trainer_class():
-    """TorchTrainer that starts no Ray Data manager when it is given no datasets (ours never are).
+def lean_trainer_class(keep_pg_cleaner: bool = True):
+    """TorchTrainer whose controller imports no torch and starts only the processes a trial needs.
 
-    Ray Train 2.60 adds its datasets callback to every run, and that callback starts a `DatasetManager` actor per
-    worker group: one more process per trial, importing ray.data, for nothing. Everything else is TorchTrainer's.
+    - no Ray Data manager when it is given no datasets (ours never are): Ray Train 2.60 adds its datasets callback to
+      every run, and that callback starts a `DatasetManager` actor per worker group, importing ray.data, for nothing;
+    - `WorkerTorchConfig` (sweeps/train_backend.py): the same process-group set-up on the workers, no `import torch`
+      in the controller;
+    - `keep_pg_cleaner=False` drops the detached `PlacementGroupCleaner` actor (its process imports ray.train,
+      pandas and ray.dag: ~3 s of one core per trial). It frees a trial's placement group only when the controller
+      dies while the cluster lives on; `trial_trainable` is told to drop it only on the embedded local cluster (it
+      dies with the driver) in phases without an early-stopping scheduler (a Tune-stopped trial's controller is the
+      case it exists for: ray#54305).
+    Workers, DDP, FailureConfig and checkpoints are TorchTrainer's own.
     """
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from sweeps.train_backend import WorkerTorchConfig
+
+    drop = (DatasetsCallback,) if keep_pg_cleaner else (DatasetsCallback, PlacementGroupCleanerCallback)
 
     class LeanTorchTrainer(TorchTrainer):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("torch_config", WorkerTorchConfig())
+            super().__init__(*args, **kwargs)
+
         def _create_default_callbacks(self):
             callbacks = super()._create_default_callbacks()
             if self.datasets:
                 return callbacks
-            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+            return [c for c in callbacks if not isinstance(c, drop)]
 
     return LeanTorchTrainer
 
 
 def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: dict[str, Any], storage: str,
                     sweep_name: str, max_failures: int, cache_dir: str, search_keys: tuple[str, ...] = (),
-                    lean: bool = True) -> None:
+                    lean: bool = True, keep_pg_cleaner: bool = True) -> None:
     """The Tune function trainable. `config` holds either a grid plan or the searcher's suggestion."""
     import ray
     import ray.train
@@ -191,7 +213,7 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
     per_worker = {"CPU": resources["cpus_per_worker"]}
     if use_gpu:
         per_worker["GPU"] = resources["gpus_per_worker"] or 1
-    trainer = (lean_trainer_class() if lean else TorchTrainer)(
+    trainer = (lean_trainer_class(keep_pg_cleaner) if lean else TorchTrainer)(
         worker_loop,
         train_loop_config={"config": cfg.model_dump(mode="json"), "trial_id": trial_id, "cache_dir": cache_dir},
         scaling_config=ray.train.ScalingConfig(num_workers=resources["workers"], use_gpu=use_gpu,
