@@ -1,11 +1,12 @@
 """Run every benchmark in turn (`make bench`); each prints its own figures. Ratios within one run, never pass/fail.
 
-    .venv/bin/python -m benchmarks.run_all            # ~10 min on 2 CPU cores
+    .venv/bin/python -m benchmarks.run_all            # ~13 min on 2 CPU cores
 """
 import subprocess
 import sys
 
-BENCHMARKS = ["bench_sf_cost", "bench_jit_throughput", "bench_eval", "bench_report", "bench_sweep_overhead"]
+BENCHMARKS = ["bench_sf_cost", "bench_jit_throughput", "bench_eval", "bench_report", "bench_sweep_overhead",
+              "bench_sequential"]
 
 if __name__ == "__main__":
     failed = []

@@ -11,7 +11,8 @@ changed, e.g. `base.optim.lr: 0.001 -> 0.002`.
 What counts: the resolved base config (defaults filled in, so `base_config:` vs inline and spelling a default out
 make no difference), grid, search, seeds, resources.workers, and any other field a later spec version adds.
 What does not (scheduling and prose, which never change a trial's result): description, max_concurrent_trials,
-max_failures, resources other than workers, search.max_concurrent, analysis.
+max_failures, resources other than workers, search.max_concurrent, and analysis -- except in an adaptive sweep
+(`seeds:`), where the primary metric, min_effect and confidence decide which rounds run, so they count.
 Storage may be a local folder or a pyarrow filesystem URI (s3://, gs://, ...), like Ray's.
 """
 from __future__ import annotations
@@ -35,8 +36,9 @@ def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
     tree = spec.model_dump(mode="json", exclude={"name", "base", "base_config"})
     flat = {f"base.{k}": v for k, v in base_config(spec).flat().items()}
     flat.update(_flatten_all(tree))
+    ignored = IGNORED if spec.seeds is None else tuple(p for p in IGNORED if p != "analysis")
     return {k: v for k, v in sorted(flat.items())
-            if not any(k == p or k.startswith(p + ".") for p in IGNORED)}
+            if not any(k == p or k.startswith(p + ".") for p in ignored)}
 
 
 def _flatten_all(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

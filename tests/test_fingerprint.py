@@ -77,3 +77,16 @@ def test_uri_storage_goes_through_pyarrow(tmp_path):
     assert (tmp_path / "remote" / "fp" / FILE_NAME).is_file()
     with pytest.raises(SpecError, match=r"base.optim.lr: 0.001 -> 0.002"):
         check_or_record(_spec(**{"base/optim": {**SPEC["base"]["optim"], "lr": 2e-3}}), uri, resume=True)
+
+
+def test_analysis_counts_only_where_it_decides_which_trials_run(tmp_path):
+    # a fixed grid: the primary metric only changes the report, so a resume may change it
+    fixed = _spec(analysis={"primary": "eval/denoise_loss"})
+    assert fingerprint(resolved_spec(fixed)) == fingerprint(resolved_spec(_spec(analysis={"primary": "eval/fd_pixel"})))
+    # adaptive seeds: the primary metric and min_effect decide when the sweep stops, so a change is refused
+    # before Ray starts, naming the key
+    adaptive = {"seeds": {"start": 2, "step": 1, "max": 4}, "analysis": {"primary": "eval/denoise_loss"}}
+    check_or_record(_spec(**adaptive), tmp_path / "fp", resume=False)
+    with pytest.raises(SpecError, match=r"analysis.min_effect: null -> 0.05"):
+        check_or_record(_spec(**{**adaptive, "analysis": {"primary": "eval/denoise_loss", "min_effect": 0.05}}),
+                        tmp_path / "fp", resume=True)
