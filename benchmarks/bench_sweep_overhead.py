@@ -17,6 +17,11 @@ training + evaluation, teardown, and the processes Ray started per trial (State 
     .venv/bin/python -m benchmarks.bench_sweep_overhead                 # ~7 min on 2 cores: stock, lean
     .venv/bin/python -m benchmarks.bench_sweep_overhead --repeats 2     # stock, lean, stock, lean
     .venv/bin/python -m benchmarks.bench_sweep_overhead --seeds 2       # 8 trials per sweep
+    .venv/bin/python -m benchmarks.bench_sweep_overhead --import-profile   # + import seconds per Ray process kind
+
+`--import-profile` runs every Ray process with `PYTHONPROFILEIMPORTTIME=1` (it slows imports a little, so its wall
+times are not the headline figures) and reads each process's log: seconds spent importing, per actor class, and the
+heaviest top-level imports. On 2 cores that CPU time, not waiting, is most of a trial's start-up.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import collections
 import json
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -65,9 +71,11 @@ def _spec(seeds: int):
     return spec_from_dict(tree)
 
 
-def run_one(mode: str, seeds: int, out: pathlib.Path) -> dict:
+def run_one(mode: str, seeds: int, out: pathlib.Path, import_profile: bool = False) -> dict:
     """One sweep in this process (called in a fresh subprocess per mode)."""
     os.environ["SPECFORCE_TRIAL_LAUNCH"] = mode
+    if import_profile:  # inherited by the local Ray's processes, which log it to their worker-*.err files
+        os.environ["PYTHONPROFILEIMPORTTIME"] = "1"
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"bench-sweep-{mode}-"))
     timeline = work / "timeline.jsonl"
@@ -94,6 +102,7 @@ def run_one(mode: str, seeds: int, out: pathlib.Path) -> dict:
     thread.join()
     busy = (samples[-1][0] - samples[0][0]) / max(1, samples[-1][1] - samples[0][1])
     processes = _actors_per_sweep()
+    imports = _import_profile() if import_profile else {}
 
     client = MlflowClient(uri)
     own = []
@@ -118,7 +127,8 @@ def run_one(mode: str, seeds: int, out: pathlib.Path) -> dict:
                                                          / len(own), 1),
                "cpu_utilisation": round(busy, 3), "cores": os.cpu_count(),
                "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
-               "segments_s": _segments(events, os.getpid()), "actors_per_sweep": processes}
+               "segments_s": _segments(events, os.getpid()), "actors_per_sweep": processes,
+               "import_s_by_actor": imports}
     out.write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -149,6 +159,37 @@ def _segments(events: list[dict], driver_pid: int) -> dict[str, float]:
     return out
 
 
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def _import_profile() -> dict[str, dict]:
+    """Per actor class: processes, mean seconds importing per process, and the heaviest top-level imports."""
+    import ray
+
+    logs = pathlib.Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    by_class: dict[str, list[tuple[float, dict[str, float]]]] = collections.defaultdict(list)
+    for err in logs.glob("worker-*.err"):
+        out = err.with_suffix(".out")
+        match = re.search(r":actor_name:(\w+)", out.read_text(errors="replace")) if out.is_file() else None
+        total, top = 0.0, {}
+        for line in err.read_text(errors="replace").splitlines():
+            m = _IMPORT_LINE.match(line)
+            if m:
+                total += int(m[1]) / 1e6
+                if len(m[3]) == 1:  # a top-level import (its cumulative time includes what it pulled in)
+                    top[m[4]] = top.get(m[4], 0.0) + int(m[2]) / 1e6
+        if total:
+            by_class[match[1] if match else "(idle worker)"].append((total, top))
+    summary = {}
+    for cls, rows in sorted(by_class.items()):
+        heavy: dict[str, float] = collections.Counter()
+        for _, top in rows:
+            heavy.update(top)
+        summary[cls] = {"processes": len(rows), "import_s_per_process": round(statistics.mean(t for t, _ in rows), 2),
+                        "heaviest": {k: round(v / len(rows), 2) for k, v in heavy.most_common(3)}}
+    return summary
+
+
 def _actors_per_sweep() -> dict[str, int]:
     """Actor processes Ray started during the sweep, by class (the State API of the still-running cluster)."""
     from ray.util.state import list_actors
@@ -161,11 +202,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1, help="runs per mode, alternating (default 1)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per arm: trials per sweep = 4 x seeds")
+    parser.add_argument("--import-profile", action="store_true",
+                        help="also log every Ray process's imports and print import seconds per actor class")
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)  # internal: one sweep in this process
     parser.add_argument("--out", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        return run_one(args.one, args.seeds, args.out)
+        return run_one(args.one, args.seeds, args.out, args.import_profile)
 
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     load_before = os.getloadavg()[0]
@@ -175,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
             # the sweep's own output goes to its log file; only the summary lines come back here
             proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_sweep_overhead", "--one", mode,
-                                   "--seeds", str(args.seeds), "--out", str(out)], cwd=ROOT, env=env,
+                                   "--seeds", str(args.seeds), "--out", str(out)]
+                                  + (["--import-profile"] if args.import_profile else []), cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"bench_sweep_overhead: the {mode} sweep failed (exit {proc.returncode}):\n"
@@ -207,6 +251,14 @@ def main(argv: list[str] | None = None) -> dict:
     for c in classes:
         stock, lean = (results[m][0]["actors_per_sweep"].get(c, 0) for m in MODES)
         print(f"  {c:32s} {stock:3d} -> {lean:3d}")
+    if args.import_profile:
+        print("seconds importing per process (mean), stock -> lean:")
+        classes = sorted({c for m in MODES for c in results[m][0]["import_s_by_actor"]})
+        for c in classes:
+            cells = [results[m][0]["import_s_by_actor"].get(c) for m in MODES]
+            text = [f"{x['processes']:2d} x {x['import_s_per_process']:5.2f} s" if x else f"{'-':>11}" for x in cells]
+            heaviest = (cells[1] or cells[0])["heaviest"]
+            print(f"  {c:30s} {text[0]} -> {text[1]}   heaviest: {heaviest}")
     print(json.dumps(summary, indent=2))
     return summary
 
