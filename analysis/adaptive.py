@@ -98,11 +98,12 @@ def register_confseq(design: dict | Design) -> str:
     `compare_arms(..., method="confseq")` shows, for every metric's per-patch delta, intervals valid at the
     data-dependent stopping time. Returns the method name.
 
-    Its two-sample form (compare_arms's coarse-vs-fine rows) is the difference of the two per-patch intervals,
-    [low_a - high_b, high_a - low_b]: it covers mean(a) - mean(b) whenever both per-patch intervals cover, which
-    they do simultaneously, at every look, with probability >= 1 - 2 alpha / family_size >= 1 - alpha. So the
-    interaction shown in the report is anytime-valid too (conservative: wider than the adaptive section's interval
-    on the per-seed double differences, which the stopping rule uses)."""
+    The coarse-vs-fine rows use the same interval as the stopping rule: with the same seeds at both patch sizes
+    (an adaptive sweep's rounds run every arm on the same seeds), the paired form on the per-seed double
+    differences (`matched_interaction`, analysis/compare.py). Where seeds differ (a failed trial), the two-sample
+    form: the difference of the two per-patch intervals, [low_a - high_b, high_a - low_b], which covers
+    mean(a) - mean(b) whenever both per-patch intervals cover (simultaneously, at every look, with probability
+    >= 1 - 2 alpha / family_size >= 1 - alpha): anytime-valid too, and wider."""
     from dataclasses import replace
 
     from analysis.intervals import register_method
@@ -120,7 +121,8 @@ def register_confseq(design: dict | Design) -> str:
         return replace(ia, estimate=ia.estimate - ib.estimate, low=ia.low - ib.high, high=ia.high - ib.low,
                        n=min(ia.n, ib.n), note="anytime-valid: difference of the two per-patch intervals")
 
-    register_method(CONFSEQ, "anytime-valid group-sequential t", paired=paired, two_sample=two_sample)
+    register_method(CONFSEQ, "anytime-valid group-sequential t", paired=paired, two_sample=two_sample,
+                    matched_interaction=True)
     return CONFSEQ
 
 

@@ -13,15 +13,15 @@ metrics x patch sizes, the SD of the paired differences and the pairs a paired t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import (PAIRED, Interval, difference_of_means_ci, interaction_method, paired_mean_ci,
-                                sign_flip_p_value)
+from analysis.intervals import (MATCHED_INTERACTION, PAIRED, Interval, difference_of_means_ci, interaction_method,
+                                paired_mean_ci, sign_flip_p_value)
 from analysis.power import pairs_for_power
 from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problem, usable_runs
 from specforce_contracts import FITTED_PREFIX, SF_USED_PREFIX
@@ -184,15 +184,31 @@ def _unpaired_note(base: pd.DataFrame, sf: pd.DataFrame) -> str:
             f"SF seeds {sorted(sf['seed'].astype(int))})")
 
 
+def gain_difference_ci(a: pd.Series, b: pd.Series, *, confidence: float, method: str, n_resamples: int = 10_000,
+                       seed: int = 0) -> Interval:
+    """mean(a) - mean(b) for SF - baseline deltas indexed by seed at two settings (two patch sizes, two ratios).
+
+    A method registered with `matched_interaction` (the adaptive sweeps' anytime-valid one) gets, when the same
+    seeds ran at both settings, its paired interval on the per-seed double differences: the interval its stopping
+    rule used. Every other case uses the method's two-sample form."""
+    if (method in MATCHED_INTERACTION and len(a) and a.index.is_unique and b.index.is_unique
+            and set(a.index) == set(b.index)):
+        ci = paired_mean_ci((a - b.reindex(a.index)).to_numpy(dtype=np.float64), confidence=confidence,
+                            method=method, n_resamples=n_resamples, seed=seed)
+        return replace(ci, note="per-seed double differences (seeds matched)") if ci.defined else ci
+    return difference_of_means_ci(a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), confidence=confidence,
+                                  method=method, n_resamples=n_resamples, seed=seed)
+
+
 def _interaction(coarse: pd.Series, fine: pd.Series, pairs: pd.DataFrame, confidence: float, method: str,
                  n_resamples: int, seed: int) -> dict:
-    def deltas(row: pd.Series) -> np.ndarray:
+    def deltas(row: pd.Series) -> pd.Series:  # SF - baseline per seed
         sel = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
                     & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
-        return sel["delta"].to_numpy(dtype=np.float64)
+        return pd.Series(sel["delta"].to_numpy(dtype=np.float64), index=sel["seed"].astype(int).to_numpy())
 
-    ci = difference_of_means_ci(deltas(coarse), deltas(fine), confidence=confidence, method=method,
-                                n_resamples=n_resamples, seed=seed)
+    ci = gain_difference_ci(deltas(coarse), deltas(fine), confidence=confidence, method=method,
+                            n_resamples=n_resamples, seed=seed)
     return {"metric": coarse["metric"], "coarse_patch": coarse["patch_size"], "fine_patch": fine["patch_size"],
             "coarse_tokens": coarse["tokens"], "fine_tokens": fine["tokens"], "delta_coarse": coarse["delta"],
             "delta_fine": fine["delta"], "difference": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,

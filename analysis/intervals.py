@@ -80,16 +80,24 @@ class Method:
 
 PAIRED: dict[str, Method] = {}
 TWO_SAMPLE: dict[str, Method] = {}
+# paired methods whose coarse-vs-fine interaction, when the same seeds ran at both patch sizes, is their paired
+# interval on the per-seed double differences (the adaptive sweeps' rule: the report must show the interval the
+# stopping decision used); otherwise their two-sample form
+MATCHED_INTERACTION: set[str] = set()
 # the two-sample method an interaction uses when the paired comparison uses a method with no two-sample form
 DEFAULT_INTERACTION = "welch"
 
 
 def register_method(name: str, label: str, *, paired: PairedFn | None = None,
-                    two_sample: TwoSampleFn | None = None) -> None:
+                    two_sample: TwoSampleFn | None = None, matched_interaction: bool = False) -> None:
     """Make a method selectable by name. Each function gets the validated samples, the confidence and **options
-    (n_resamples, seed: methods that do not resample ignore them) and returns an Interval."""
+    (n_resamples, seed: methods that do not resample ignore them) and returns an Interval. matched_interaction:
+    with seed-matched deltas at two patch sizes, the interaction is the paired form on per-seed double differences."""
     if paired is None and two_sample is None:
         raise ValueError(f"method {name!r}: give a paired function, a two-sample function, or both")
+    if matched_interaction and paired is None:
+        raise ValueError(f"method {name!r}: matched_interaction needs a paired function")
+    (MATCHED_INTERACTION.add if matched_interaction else MATCHED_INTERACTION.discard)(name)
     if paired is not None:
         PAIRED[name] = Method(name, label, paired)
     if two_sample is not None:

@@ -13,8 +13,9 @@ the token count fixed and so separates compression from token count).
   seed-paired differences on log2(ratio), which is a linear contrast of the per-ratio mean differences; its interval
   uses each ratio's own variance and Welch-Satterthwaite degrees of freedom (`slope_contrast`), so a ratio whose
   differences spread more does not make the interval too narrow (pooled OLS would assume one SD for all ratios);
-  plus the difference of the mean gains at the largest and smallest ratio (Welch, the same two-sample method as the
-  coarse-vs-fine interaction).
+  plus the difference of the mean gains at the largest and smallest ratio (the coarse-vs-fine interaction's method,
+  `analysis.compare.gain_difference_ci`). An adaptive sweep's report shows no trend test: only its family's
+  anytime-valid intervals hold at the data-dependent stopping time.
 - `regime_sentences`: the verdict in words, following those intervals ("grows" only when the slope's interval
   excludes 0 in the gain direction).
 
@@ -31,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.compare import Comparison, comparable_trials
-from analysis.intervals import difference_of_means_ci, method_label
+from analysis.compare import Comparison, comparable_trials, gain_difference_ci
+from analysis.intervals import MATCHED_INTERACTION, difference_of_means_ci, method_label
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns
 from analysis.verdict import fmt, fmt_p, pct, short
@@ -146,11 +147,13 @@ def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     for line, rows in ratios.groupby("line", sort=True):
         if rows["compression_ratio"].nunique() < 2:
             continue
-        per_row = []
+        per_row, per_seed = [], []
         for _, row in rows.iterrows():
             d = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
                       & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
             per_row.append((row["compression_ratio"], d["delta"].to_numpy(dtype=np.float64)))
+            per_seed.append((row["compression_ratio"],
+                             pd.Series(d["delta"].to_numpy(dtype=np.float64), index=d["seed"].astype(int).to_numpy())))
         # two comparisons at one ratio (patch and bottleneck axes mixed) pool into one group of that x
         by_x: dict[float, list[np.ndarray]] = {}
         for r, d in per_row:
@@ -158,10 +161,15 @@ def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
         groups = [(x, np.concatenate(ds)) for x, ds in sorted(by_x.items())]
         slope, lo, hi, p = slope_contrast(groups, comparison.confidence)
         low_ratio, high_ratio = min(r for r, _ in per_row), max(r for r, _ in per_row)
-        d_high = np.concatenate([d for r, d in per_row if r == high_ratio])
-        d_low = np.concatenate([d for r, d in per_row if r == low_ratio])
-        ext = difference_of_means_ci(d_high, d_low, confidence=comparison.confidence,
+        at_high = [s for r, s in per_seed if r == high_ratio]
+        at_low = [s for r, s in per_seed if r == low_ratio]
+        if len(at_high) == 1 and len(at_low) == 1:  # one comparison per extreme: seeds can be matched
+            ext = gain_difference_ci(at_high[0], at_low[0], confidence=comparison.confidence,
                                      method=comparison.interaction_method)
+        else:
+            ext = difference_of_means_ci(np.concatenate([x.to_numpy() for x in at_high]),
+                                         np.concatenate([x.to_numpy() for x in at_low]),
+                                         confidence=comparison.confidence, method=comparison.interaction_method)
         out.append({"metric": rows["metric"].iloc[0], "line": line, "ratios": int(rows["compression_ratio"].nunique()),
                     "n_pairs": int(sum(d.size for _, d in groups)), "slope_per_doubling": slope, "slope_low": lo, "slope_high": hi,
                     "slope_p": p, "low_ratio": low_ratio, "high_ratio": high_ratio,
@@ -203,7 +211,12 @@ def regime_sentences(ratios: pd.DataFrame, trends: pd.DataFrame, comparison: Com
         for r in (hi_row, lo_row):
             e, lo, hi = fmt(r["delta"], r["ci_low"], r["ci_high"])
             ends.append(f"at {_x(r['compression_ratio'])} Δ {e} [{lo}, {hi}]")
-        if not (math.isfinite(gl) and math.isfinite(gh)):
+        if comparison.method in MATCHED_INTERACTION:
+            # an adaptive sweep: its stopping rule made only the family's intervals valid at the stopping time; a
+            # fixed-n trend test on the same data would not hold its coverage
+            trend = (f"SF's gain in {short(metric)} across compression (no trend test: this sweep stopped "
+                     "adaptively, and only its anytime-valid comparisons are shown)")
+        elif not (math.isfinite(gl) and math.isfinite(gh)):
             trend = f"no trend estimate for SF's gain in {short(metric)} (too few pairs)"
         else:
             e, lo, hi = fmt(g, gl, gh)

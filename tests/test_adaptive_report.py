@@ -44,3 +44,34 @@ def test_adaptive_section_follows_the_verdict(stores):
     assert "max 5 seeds reached; undecided: patch 4" in html
     assert html.index("Adaptive seeds") < html.index("SF gain per tokenization")
     assert "Adaptive seeds" not in stores["plain"].html_path.read_text()
+
+
+def test_interaction_is_the_stopping_rules_interval_on_per_seed_double_differences(stores):
+    # the sweep stops on the per-seed double differences delta_8(seed) - delta_4(seed); the report must show that
+    # same interval, or its verdict can contradict the stop ("decided" vs "no clear difference")
+    from analysis.sequential import sequential_interval
+
+    comp = stores["adaptive"].comparison
+    pairs = comp.pairs[comp.pairs["metric"] == "eval/fd_pixel"]
+    delta = {p: g.set_index("seed")["delta"] for p, g in pairs.groupby("patch_size")}
+    expected = sequential_interval((delta[8] - delta[4].reindex(delta[8].index)).to_numpy(),
+                                   Design((3, 5), alpha=0.05, family_size=3))
+    row = comp.interactions.iloc[0]
+    assert (row["coarse_patch"], row["fine_patch"]) == (8, 4) and "double differences" in row["note"]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high), rel=1e-12)
+
+
+def test_interaction_without_matched_seeds_falls_back_to_the_difference_of_intervals(stores):
+    from analysis.compare import _interaction
+    from analysis.intervals import paired_mean_ci
+
+    comp = stores["adaptive"].comparison
+    pairs = comp.pairs[comp.pairs["metric"] == "eval/fd_pixel"]
+    pairs = pairs[~((pairs["patch_size"] == 4) & (pairs["seed"] == 4))]  # seed 4 lost at patch 4
+    rows = comp.comparisons.set_index("patch_size")
+    coarse, fine = rows.loc[8].copy(), rows.loc[4].copy()
+    coarse["patch_size"], fine["patch_size"] = 8, 4
+    row = _interaction(coarse, fine, pairs, 0.95, "confseq", 1000, 0)
+    a = paired_mean_ci(pairs[pairs["patch_size"] == 8]["delta"].to_numpy(), method="confseq")
+    b = paired_mean_ci(pairs[pairs["patch_size"] == 4]["delta"].to_numpy(), method="confseq")
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((a.low - b.high, a.high - b.low), rel=1e-12)

@@ -282,3 +282,34 @@ def test_patch_size_axis_gives_the_figure_too(tmp_path, capsys):
     ratios = pd.read_csv(tmp_path / "out" / "regime.csv")
     assert list(ratios["compression_ratio"]) == [2.0, 8.0] and list(ratios["tokens"]) == [64, 16]
     assert (tmp_path / "out" / "gain_vs_compression_ratio.png").is_file()
+
+
+def test_an_adaptive_report_shows_no_fixed_n_trend_and_matches_seeds_at_the_extremes(regime):
+    # with the adaptive sweeps' anytime-valid method, the trend's fixed-n interval would not hold at the stopping
+    # time, so it is not shown; the extremes' difference is the interval on per-seed double differences
+    from analysis import load_runs
+    from analysis.adaptive import register_confseq
+    from analysis.compare import compare_arms
+    from analysis.regime import ratio_table, regime_sentences, trend_table
+    from analysis.sequential import Design, sequential_interval
+
+    design = Design((3, 4), alpha=0.05, family_size=3)
+    method = register_confseq(design)
+    runs = load_runs("regime", f"sqlite:///{regime.out_dir.parent}/mlflow.db")  # the fixture's store
+    comparison = compare_arms(runs, ["eval/denoise_loss"], method=method)
+    ratios = ratio_table(runs, comparison, "eval/denoise_loss")
+    trends = trend_table(ratios, comparison)
+    by_line = {s.split(":")[0]: s for s in regime_sentences(ratios, trends, comparison)}
+    steep = by_line["alpha_data=3.0"]
+    assert "no trend test: this sweep stopped adaptively" in steep and "Welch-Satterthwaite" not in steep
+    pairs = comparison.pairs
+    row = ratios[(ratios["line"] == "alpha_data=3.0")].set_index("compression_ratio")
+
+    def deltas(ratio):
+        r = row.loc[ratio]
+        sel = pairs[(pairs["context"] == r["context"]) & (pairs["patch_size"] == r["patch_size"])]
+        return sel.set_index("seed")["delta"]
+
+    expected = sequential_interval((deltas(24.0) - deltas(3.0)).to_numpy(), design)
+    t = trends.set_index("line").loc["alpha_data=3.0"]
+    assert (t["extremes_low"], t["extremes_high"]) == pytest.approx((expected.low, expected.high), rel=1e-12)
