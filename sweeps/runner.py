@@ -20,6 +20,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+import specforce_contracts as C
 from sweeps.spec import SpecError, SweepSpec, baseline_plans, grid_plans, load_spec
 from sweeps.trial import mark
 
@@ -65,10 +66,10 @@ class ProgressPrinter(Callback):
         mark(_key(trial), "tune_trial_start")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        shown = {k: result[k] for k in (self.metric, "eval/denoise_loss", "eval/fd_pixel", "train/loss")
+        shown = {k: result[k] for k in (self.metric, C.DENOISE_LOSS, C.FD_PIXEL, C.TRAIN_LOSS)
                  if k and k in result}
         text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
-        print(f"[{self.phase}] {_key(trial)} @ {result.get('images', 0):,} images: {text}", flush=True)
+        print(f"[{self.phase}] {_key(trial)} @ {result.get(C.IMAGES_KEY, 0):,} images: {text}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         mark(_key(trial), "tune_trial_complete")
@@ -246,8 +247,8 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                                             {"CPU": 0, "memory": 1024})
             # ^ the trial driver holds no CPU (its Train workers do), else 2 one-CPU trials never fit on 2 CPUs;
             #   a token memory request because Tune refuses an all-zero bundle
-            logger = tracking.MlflowTrialLogger(tracking_uri, experiment_id, parent, spec.base,
-                                                search_tag="optuna" if phase == "search" else None)
+            logger = tracking.MlflowTrialLogger(tracking_uri, experiment_id, parent,
+                                                search_tag=C.SEARCH_OPTUNA if phase == "search" else None)
             loggers.append(logger)
             total = len(param_space["plan"]["grid_search"]) if "plan" in param_space else spec.search.num_samples
             metric = spec.search.metric if spec.search else None
@@ -278,9 +279,9 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                 except RuntimeError:
                     pass
         outcome.seconds = time.time() - t0
-        client.log_metric(parent, "sweep/seconds", outcome.seconds)
-        client.log_metric(parent, "sweep/trials", outcome.trials)
-        client.log_metric(parent, "sweep/errored", outcome.errored)
+        client.log_metric(parent, C.SWEEP_SECONDS, outcome.seconds)
+        client.log_metric(parent, C.SWEEP_TRIALS, outcome.trials)
+        client.log_metric(parent, C.SWEEP_ERRORED, outcome.errored)
         client.set_terminated(parent, status="FINISHED" if outcome.errored == 0 else "FAILED")
         return outcome
     except BaseException as err:

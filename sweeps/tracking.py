@@ -139,11 +139,9 @@ class MlflowTrialLogger(Callback):
     """Tune callback: one MLflow child run per trial, logged from the driver only, through `RunWriter`.
 
     The run's params are the trial record the worker sends with its first report (TrialRecord: the config as it ran,
-    the data spectrum fit, the SF operator's describe()); nothing is re-resolved here. `base` is accepted for
-    callers and unused."""
+    the data spectrum fit, the SF operator's describe()); nothing is re-resolved here."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict[str, Any] | None = None,
-                 search_tag: str | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, search_tag: str | None = None):
         self.tracking_uri = tracking_uri
         self._client: MlflowClient | None = None
         self.experiment_id = experiment_id

@@ -59,7 +59,7 @@ def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
     client = MlflowClient(uri)
     exp = client.create_experiment("t")
     parent = client.create_run(exp).info.run_id
-    logger = MlflowTrialLogger(uri, exp, parent, {"model": {"patch_size": 8}})
+    logger = MlflowTrialLogger(uri, exp, parent)
     ids = {}
     for key, overrides, extras in (("a", {}, {"model.bottleneck": 32, "model.compression_ratio": 2.0}),
                                    ("b", {"model.bottleneck": 8}, {"model.bottleneck": 8, "model.compression_ratio": 8.0})):
