@@ -71,3 +71,15 @@ def trial_runs(client: MlflowClient, experiment: str):
 def sweep_runs(client: MlflowClient, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], filter_string="tags.`specforce.role` = 'sweep'")
+
+
+def trial_logger_in(tmp_path: pathlib.Path):
+    """A fresh sqlite store with an experiment and a parent run, and the sweep's MLflow trial logger on it:
+    (client, experiment id, parent run id, logger)."""
+    from sweeps.tracking import MlflowTrialLogger
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t")
+    parent = client.create_run(exp).info.run_id
+    return client, exp, parent, MlflowTrialLogger(uri, exp, parent)

@@ -244,15 +244,9 @@ def test_schedule_params_fall_back_for_runs_without_a_record():
 def test_trial_logger_logs_exactly_the_workers_record(tmp_path):
     from types import SimpleNamespace
 
-    from mlflow.tracking import MlflowClient
+    from sweep_helpers import trial_logger_in
 
-    from sweeps.tracking import MlflowTrialLogger
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp).info.run_id
-    logger = MlflowTrialLogger(uri, exp, parent)
+    client, exp, parent, logger = trial_logger_in(tmp_path)
     trial = SimpleNamespace(trial_id="x", config={"plan": {"trial_id": "x", "overrides": {"seed": 3}}}, last_result={})
     logger.on_trial_start(0, [], trial)
     assert client.get_run(logger.runs["x"]).data.params == {}  # nothing re-resolved on the driver

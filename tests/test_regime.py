@@ -51,15 +51,11 @@ def test_config_bottleneck_is_validated_and_resolved_in_the_logged_params():
 
 def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
     from specforce_contracts import REPORT_RECORD_KEY, TrialRecord
-    from sweeps.tracking import MlflowTrialLogger
+    from sweep_helpers import trial_logger_in
     from sweeps.trial import IMAGES_KEY
     from trainers.config import config_with_overrides
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("t")
-    parent = client.create_run(exp).info.run_id
-    logger = MlflowTrialLogger(uri, exp, parent)
+    client, exp, parent, logger = trial_logger_in(tmp_path)
     ids = {}
     for key, overrides, extras in (("a", {}, {"model.bottleneck": 32, "model.compression_ratio": 2.0}),
                                    ("b", {"model.bottleneck": 8}, {"model.bottleneck": 8, "model.compression_ratio": 8.0})):
