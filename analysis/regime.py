@@ -147,28 +147,26 @@ def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     for line, rows in ratios.groupby("line", sort=True):
         if rows["compression_ratio"].nunique() < 2:
             continue
-        per_row, per_seed = [], []
+        per_row = []  # (ratio, SF - baseline deltas indexed by seed) for each comparison on the line
         for _, row in rows.iterrows():
             d = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
                       & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
-            per_row.append((row["compression_ratio"], d["delta"].to_numpy(dtype=np.float64)))
-            per_seed.append((row["compression_ratio"],
-                             pd.Series(d["delta"].to_numpy(dtype=np.float64), index=d["seed"].astype(int).to_numpy())))
+            per_row.append((row["compression_ratio"],
+                            pd.Series(d["delta"].to_numpy(dtype=np.float64), index=d["seed"].astype(int).to_numpy())))
         # two comparisons at one ratio (patch and bottleneck axes mixed) pool into one group of that x
         by_x: dict[float, list[np.ndarray]] = {}
         for r, d in per_row:
-            by_x.setdefault(math.log2(r), []).append(d)
+            by_x.setdefault(math.log2(r), []).append(d.to_numpy())
         groups = [(x, np.concatenate(ds)) for x, ds in sorted(by_x.items())]
         slope, lo, hi, p = slope_contrast(groups, comparison.confidence)
         low_ratio, high_ratio = min(r for r, _ in per_row), max(r for r, _ in per_row)
-        at_high = [s for r, s in per_seed if r == high_ratio]
-        at_low = [s for r, s in per_seed if r == low_ratio]
+        at_high = [d for r, d in per_row if r == high_ratio]
+        at_low = [d for r, d in per_row if r == low_ratio]
         if len(at_high) == 1 and len(at_low) == 1:  # one comparison per extreme: seeds can be matched
             ext = gain_difference_ci(at_high[0], at_low[0], confidence=comparison.confidence,
                                      method=comparison.interaction_method)
-        else:
-            ext = difference_of_means_ci(np.concatenate([x.to_numpy() for x in at_high]),
-                                         np.concatenate([x.to_numpy() for x in at_low]),
+        else:  # pooled comparisons: a seed may appear twice, so no matching
+            ext = difference_of_means_ci(pd.concat(at_high).to_numpy(), pd.concat(at_low).to_numpy(),
                                          confidence=comparison.confidence, method=comparison.interaction_method)
         out.append({"metric": rows["metric"].iloc[0], "line": line, "ratios": int(rows["compression_ratio"].nunique()),
                     "n_pairs": int(sum(d.size for _, d in groups)), "slope_per_doubling": slope, "slope_low": lo, "slope_high": hi,

@@ -238,10 +238,9 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                                     resume=resume)
         for phase, param_space in (rounds if rounds is not None else phases):
             search_keys = tuple(spec.search.space) if phase == "search" else ()
-            early_stops = phase == "search" and bool(spec.search.scheduler)
             # Ray's placement-group cleaner outlives a trial's controller; it matters only where a controller can die
             # while the cluster lives on: a scheduler's early stop, or any cluster the driver did not start
-            keep_pg_cleaner = early_stops or bool(address or os.environ.get("RAY_ADDRESS"))
+            keep_pg_cleaner = _stops_early(spec, phase) or bool(address or os.environ.get("RAY_ADDRESS"))
             trainable = tune.with_resources(tune.with_parameters(trial_trainable, search_keys=search_keys,
                                                                  keep_pg_cleaner=keep_pg_cleaner, **common),
                                             {"CPU": 0, "memory": 1024})
@@ -315,6 +314,11 @@ def _phases(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     return phases
 
 
+def _stops_early(spec: SweepSpec, phase: str) -> bool:
+    """Whether this phase's trials can be stopped early by a scheduler (ASHA on a search)."""
+    return phase == "search" and spec.search is not None and spec.search.scheduler is not None
+
+
 def _tune_config(spec: SweepSpec, phase: str):
     from ray import tune
 
@@ -323,7 +327,7 @@ def _tune_config(spec: SweepSpec, phase: str):
     # the next trial reuses a finished trial's Tune actor (a process that already imported torch); trial_trainable
     # keeps no state between trials. Not with a scheduler: Tune caches the actor of a trial it stops early while its
     # fit() still runs, and the next trial's reset then fails after 2 s and errors that trial
-    reuse = launch_mode() == "lean" and not (phase == "search" and spec.search and spec.search.scheduler)
+    reuse = launch_mode() == "lean" and not _stops_early(spec, phase)
     if phase != "search":
         return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse)
     from ray.tune.schedulers import ASHAScheduler

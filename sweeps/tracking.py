@@ -193,9 +193,6 @@ class MlflowTrialLogger(Callback):
             self.logged_files.setdefault(writer.run_id, set())
         return self.writers[key]
 
-    def _run_for(self, trial) -> str:
-        return self._writer(trial).run_id
-
     # ------------------------------------------------------------------ Tune events
     def on_trial_start(self, iteration, trials, trial, **info):
         self._writer(trial)
