@@ -29,7 +29,8 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # search metric is one the trials report, so Tune's per-result strict check adds nothing but a crash.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # Save Tune's experiment state at most a second after a change (default: every >= 10 s), so a driver crash right
-# after a trial finished rarely makes `--resume` re-enter it (it would resume at its final checkpoint, not retrain)
+# after a trial finished rarely makes `--resume` of a search re-enter it (it would resume at its final checkpoint,
+# not retrain); grid phases resume from MLflow's record instead (plans_left)
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
@@ -236,7 +237,16 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
 
             rounds = AdaptiveRounds(spec, client=client, parent_run_id=parent, tracking_uri=tracking_uri,
                                     resume=resume)
+        completed = tracking.completed_trial_ids(client, experiment_id, parent) if resume else set()
         for phase, param_space in (rounds if rounds is not None else phases):
+            planned = len(param_space["plan"]["grid_search"]) if "plan" in param_space else None
+            if planned is not None and completed:
+                param_space, already = plans_left(param_space, completed)
+                outcome.trials += already
+                if already:
+                    console.print(f"[{phase}] {already} of {planned} trial(s) already completed in MLflow: not rerun")
+                if already == planned:
+                    continue
             search_keys = tuple(spec.search.space) if phase == "search" else ()
             # Ray's placement-group cleaner outlives a trial's controller; it matters only where a controller can die
             # while the cluster lives on: a scheduler's early stop, or any cluster the driver did not start
@@ -249,7 +259,7 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
             logger = tracking.MlflowTrialLogger(tracking_uri, experiment_id, parent,
                                                 search_tag=C.SEARCH_OPTUNA if phase == "search" else None)
             loggers.append(logger)
-            total = len(param_space["plan"]["grid_search"]) if "plan" in param_space else spec.search.num_samples
+            total = len(param_space["plan"]["grid_search"]) if planned is not None else spec.search.num_samples
             metric = spec.search.metric if spec.search else None
             if console.verbose:  # a line per evaluation, between Ray's streamed logs (the behaviour before issue 13)
                 view = ProgressPrinter(phase, total, metric)
@@ -257,7 +267,10 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                 view = console.phase(phase, total, spec.analysis.primary, spec_total_images(spec))
             callbacks = [logger, view]
             path = str(sweep_dir / phase)
-            if resume and tune.Tuner.can_restore(path):
+            # a grid phase on --resume runs its trials not completed in MLflow in a fresh Tuner (each trial's Train
+            # run, named by trial id, resumes from its own checkpoint); only the search restores Tune's state, which
+            # holds the Optuna searcher
+            if resume and planned is None and tune.Tuner.can_restore(path):
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
                 tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh driver-side callbacks
             else:
@@ -293,6 +306,15 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
               f"{parent} (marked {status}); rerun with --resume to continue; Ray's logs: {console.log.path}",
               file=sys.stderr, flush=True)
         raise
+
+
+def plans_left(param_space: dict[str, Any], completed: set[str]) -> tuple[dict[str, Any], int]:
+    """A grid phase's param space without the plans whose trial id is in `completed`, and how many were dropped."""
+    from ray import tune
+
+    plans = param_space["plan"]["grid_search"]
+    left = [p for p in plans if p["trial_id"] not in completed]
+    return {"plan": tune.grid_search(left)}, len(plans) - len(left)
 
 
 def _phases(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:

@@ -13,7 +13,8 @@ turns each result into MLflow calls:
 - on completion the run is FINISHED (tag specforce.status completed | stopped_early), on error FAILED: no run is
   left RUNNING.
 
-Resuming never duplicates: child runs are found again by trial id, and metrics at steps already logged are skipped.
+Resuming never duplicates: child runs are found again by trial id, and metrics at steps already logged are skipped;
+`completed_trial_ids` tells `--resume` which grid trials need not run again.
 
     python -c "from sweeps.tracking import default_tracking_uri; print(default_tracking_uri())"
 """
@@ -133,6 +134,25 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, s
     run = client.create_run(experiment_id, run_name=run_name, tags={ROLE: C.ROLE_SWEEP, SWEEP_KEY: sweep_key})
     client.log_text(run.info.run_id, json.dumps(redact("spec", spec_dict), indent=2, default=str), C.ARTIFACT_SPEC)
     return run.info.run_id
+
+
+def completed_trial_ids(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = 1000) -> set[str]:
+    """Trial ids of this sweep whose MLflow run finished its whole training (FINISHED, specforce.status completed).
+
+    `--resume` runs a grid phase's other trials only. MLflow is the ledger here, not Tune's experiment state: Tune
+    saves that state asynchronously, and a driver killed between two saves restores a phase that can re-enter a
+    finished trial or lack one (the CI failure of issue 11's resume test)."""
+    filt = (f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{C.ROLE_TRIAL}' "
+            f"and tags.`{STATUS}` = '{C.STATUS_COMPLETED}' and attributes.status = 'FINISHED'")
+    done: set[str] = set()
+    token = None
+    while True:  # paged: a store returns at most max_results runs per call
+        page = client.search_runs([experiment_id], filter_string=filt, max_results=page_size,
+                                  page_token=token)
+        done.update(r.data.tags[TRIAL_ID] for r in page if TRIAL_ID in r.data.tags)
+        token = page.token
+        if not token:
+            return done
 
 
 class MlflowTrialLogger(Callback):

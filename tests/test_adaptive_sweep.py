@@ -131,10 +131,20 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
     assert refused.wait(timeout=120) == 2
     assert "already holds phase(s) ['grid-r1'" in (tmp_path / "refused.log").read_text()
 
+    # the kill may come after a round-2 trial completed: resume must neither rerun it nor lose it (CI once saw Tune's
+    # restored state lack such a trial, so that only 1 of round 2's 2 trials was counted)
+    round_2_done = {r.data.tags["specforce.trial_id"] for r in trial_runs(client, "adaptive")
+                    if r.data.params.get("seed") == "2" and r.info.status == "FINISHED"
+                    and r.data.tags.get("specforce.status") == "completed"}
     out = run_cli(["sweep", str(spec), "--resume", "--num-cpus", "2"], tmp_path)
     assert "[adaptive] resuming: round(s) 1-1 finished and analysed, continuing at round 2" in out
     assert "[grid-r1]" not in out and "[round 1" not in out  # round 1 is never rerun, not even restored
     assert "[round 2] STOP (max reached)" in out and "sweep 'adaptive': 2 trials (0 failed)" in out
+    for trial_id in round_2_done:
+        assert f"trial {trial_id} finished" not in out
+    if round_2_done:
+        assert f"[grid-r2] {len(round_2_done)} of 2 trial(s) already completed in MLflow: not rerun" in out
+    assert f"[grid-r2] {2 - len(round_2_done)} trial(s)" in out
 
     runs = trial_runs(client, "adaptive")
     ids = [r.data.tags["specforce.trial_id"] for r in runs]
@@ -147,6 +157,8 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
             before = round_1[run.data.tags["specforce.trial_id"]]
             assert run.info.end_time == before.info.end_time
             assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [800, 1600]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == 1600  # round 2 too: each step logged once
     parents = sweep_runs(client, "adaptive")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]

@@ -173,10 +173,12 @@ def test_driver_killed_mid_sweep_then_resume_runs_each_trial_once(tmp_path):
         assert run.info.status == "FINISHED"
         steps = _steps(client, run.info.run_id, "train/loss")
         assert steps == sorted(set(steps)) and steps[-1] == 3200
+    # completed trials are not entered again (MLflow's record decides, not Tune's saved state): neither trained nor
+    # finished a second time
+    assert f"[grid] {len(finished_before)} of 4 trial(s) already completed in MLflow: not rerun" in out
+    assert f"[grid] {4 - len(finished_before)} trial(s)" in out and "sweep 'crash': 4 trials (0 failed)" in out
     for trial_id in finished_before:
-        # finished trials are not trained again: no intermediate evaluation of theirs appears after the resume
-        # (Tune may re-enter one whose completion it had not yet saved; it then resumes at its final checkpoint)
-        assert f"{trial_id} @ 1,600 images" not in out
+        assert f"{trial_id} @ 1,600 images" not in out and f"trial {trial_id} finished" not in out
     assert re.search(r"p\d-sf\d-\w+ @ 1,600 images of 3,200: ", out), out  # the format the line above looks for
 
 
