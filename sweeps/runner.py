@@ -188,7 +188,8 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         spec = load_spec(spec)
     tracking_uri = tracking.absolute_tracking_uri(tracking_uri)
     storage = str(pathlib.Path(storage).resolve()) if storage and "://" not in storage else (storage or default_storage())
-    sweep_dir = pathlib.Path(storage) / spec.name
+    sweep_root = sweep_location(storage, spec.name)
+    sweep_dir = pathlib.Path(sweep_root)  # only where the storage is local ("://" not in storage)
     phases = _phases(spec)
     if not resume and "://" not in storage:
         existing = [p for p, _ in phases if (sweep_dir / p).exists()]
@@ -199,13 +200,19 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         raise SpecError(f"--resume: nothing to resume at {sweep_dir}")
     from sweeps.fingerprint import check_or_record
 
-    check_or_record(spec, f"{storage.rstrip('/')}/{spec.name}", resume)  # refuses --resume with an edited spec
+    check_or_record(spec, sweep_root, resume)  # refuses --resume with an edited spec
 
     with SweepConsole(log_path_for(storage, spec.name), verbose=verbose) as console:
-        return _run_phases(spec, tracking_uri, storage, sweep_dir, phases, resume, address, num_cpus, console)
+        return _run_phases(spec, tracking_uri, storage, sweep_root, phases, resume, address, num_cpus, console)
 
 
-def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pathlib.Path, phases, resume: bool,
+def sweep_location(storage: str, name: str) -> str:
+    """Where a sweep's Ray state lives: `<storage>/<name>`, joined as a string, because pathlib folds a storage URI's
+    '//' (s3://bucket -> s3:/bucket, which pyarrow refuses: "Missing bucket name in S3 URI")."""
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_root: str, phases, resume: bool,
                 address: str | None, num_cpus: int | None, console) -> SweepOutcome:
     from ray import tune
 
@@ -220,7 +227,7 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
     outcome = SweepOutcome(spec.name, experiment_id, parent, tracking_uri, storage)
     loggers: list[tracking.MlflowTrialLogger] = []
     console.print(f"sweep {spec.name!r}: MLflow {tracking_uri} (experiment {experiment_id}, parent run {parent}); "
-                  f"Ray storage {sweep_dir}")
+                  f"Ray storage {sweep_root}")
     console.print(f"logs of Ray and its workers: {console.log.path}" +
                   ("" if console.verbose else " (--verbose also streams them here)"))
     try:
@@ -266,7 +273,7 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
             else:
                 view = console.phase(phase, total, spec.analysis.primary, spec_total_images(spec))
             callbacks = [logger, view]
-            path = str(sweep_dir / phase)
+            path = f"{sweep_root}/{phase}"
             # a grid phase on --resume runs its trials not completed in MLflow in a fresh Tuner (each trial's Train
             # run, named by trial id, resumes from its own checkpoint); only the search restores Tune's state, which
             # holds the Optuna searcher
@@ -275,7 +282,7 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
                 tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh driver-side callbacks
             else:
                 tuner = tune.Tuner(trainable, param_space=param_space, tune_config=_tune_config(spec, phase),
-                                   run_config=tune.RunConfig(name=phase, storage_path=str(sweep_dir),
+                                   run_config=tune.RunConfig(name=phase, storage_path=sweep_root,
                                                              callbacks=callbacks, verbose=0))
             console.print(f"[{phase}] {total} trial(s)")
             with console.capture():  # quiet: what Tune prints (its experiment table, result paths) goes to the log
@@ -302,7 +309,7 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_dir: pat
         for logger in loggers:
             logger.close_all(status)
         client.set_terminated(parent, status=status)
-        print(f"sweep {spec.name!r} stopped ({type(err).__name__}); partial results in {sweep_dir} and MLflow run "
+        print(f"sweep {spec.name!r} stopped ({type(err).__name__}); partial results in {sweep_root} and MLflow run "
               f"{parent} (marked {status}); rerun with --resume to continue; Ray's logs: {console.log.path}",
               file=sys.stderr, flush=True)
         raise

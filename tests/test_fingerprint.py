@@ -79,6 +79,23 @@ def test_uri_storage_goes_through_pyarrow(tmp_path):
         check_or_record(_spec(**{"base/optim": {**SPEC["base"]["optim"], "lr": 2e-3}}), uri, resume=True)
 
 
+@pytest.mark.parametrize("storage, expected_fs, expected_path", [
+    ("s3://bucket/specforce/", "S3FileSystem", "bucket/specforce/fp"),
+    ("gs://bucket/specforce", "GcsFileSystem", "bucket/specforce/fp"),
+    ("/data/ray_results", "LocalFileSystem", "/data/ray_results/fp"),
+])
+def test_sweep_location_keeps_a_storage_uri_parseable(storage, expected_fs, expected_path):
+    import pyarrow.fs
+
+    from sweeps.runner import sweep_location
+
+    location = sweep_location(storage, "fp")
+    assert location == f"{storage.rstrip('/')}/fp"
+    query = "?region=us-east-1" if location.startswith("s3://") else ""  # no network: pyarrow only parses
+    fs, path = pyarrow.fs.FileSystem.from_uri(location + query)
+    assert (type(fs).__name__, path) == (expected_fs, expected_path)
+
+
 def test_analysis_counts_only_where_it_decides_which_trials_run(tmp_path):
     # a fixed grid: the primary metric only changes the report, so a resume may change it
     fixed = _spec(analysis={"primary": "eval/denoise_loss"})
