@@ -144,7 +144,8 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
         assert f"trial {trial_id} finished" not in out
     if round_2_done:
         assert f"[grid-r2] {len(round_2_done)} of 2 trial(s) already completed in MLflow: not rerun" in out
-    assert f"[grid-r2] {2 - len(round_2_done)} trial(s)" in out
+    if len(round_2_done) < 2:  # with both completed, no Tuner starts: the round is only analysed
+        assert f"[grid-r2] {2 - len(round_2_done)} trial(s)" in out
 
     runs = trial_runs(client, "adaptive")
     ids = [r.data.tags["specforce.trial_id"] for r in runs]
