@@ -136,7 +136,8 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, s
     return run.info.run_id
 
 
-def completed_trial_ids(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = 1000) -> set[str]:
+def completed_trial_ids(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                        page_size: int = 1000) -> set[str]:
     """Trial ids of this sweep whose MLflow run finished its whole training (FINISHED, specforce.status completed).
 
     `--resume` runs a grid phase's other trials only. MLflow is the ledger here, not Tune's experiment state: Tune
