@@ -15,8 +15,9 @@ from sweeps.tracking import MlflowTrialLogger, completed_trial_ids
 
 
 def _trial(trial_id: str):
-    return SimpleNamespace(config={"plan": {"trial_id": trial_id, "overrides": {"seed": 0}}}, trial_id=f"tune-{trial_id}",
-                           last_result={}, error_file=None)
+    """What MlflowTrialLogger reads of a Tune trial in a grid phase."""
+    return SimpleNamespace(config={"plan": {"trial_id": trial_id, "overrides": {"seed": 0}}},
+                           trial_id=f"tune-{trial_id}", last_result={}, error_file=None)
 
 
 def test_only_runs_that_completed_their_training_in_this_sweep_count(tmp_path):
