@@ -89,12 +89,26 @@ def _key(trial) -> str:
     return plan["trial_id"] if plan else trial.trial_id
 
 
-def _free_port() -> int:
+def _free_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port the OS reports free on 127.0.0.1, never one of `avoid`."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def dashboard_port() -> int:
+    """A free port for the embedded cluster's dashboard. Not the dashboard agent's fixed default (52365, inside the
+    ephemeral range the OS picks from): Ray refuses to start when two of its components are given one port, and a
+    CI run once failed so ("dashboard_agent_http is trying to use a port number 52365 that is used by other
+    components")."""
+    from ray._private.ray_constants import DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
+
+    return _free_port(avoid=frozenset({DEFAULT_DASHBOARD_AGENT_LISTEN_PORT}))
 
 
 def _init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -119,7 +133,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     # Ray Train V2 cleans up placement groups through the State API, which locates "the" local cluster by
     # scanning processes and refuses when another Ray instance runs on the machine. Pin it to ours: we choose
     # the dashboard port, and every process of this job is told where the API server is.
-    port = _free_port()
+    port = dashboard_port()
     env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
     from sweeps.trial import LEAN_RAY_ENV, launch_mode

@@ -108,14 +108,15 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
                                   "denoise_batch": 32, "denoise_t_points": 10, "grid_size": 4})
     client = client_for(tmp_path)
 
+    log = tmp_path / "first.log"
+
     def round_1_recorded():
-        try:
-            runs = sweep_runs(client, "adaptive")
-        except Exception:  # noqa: BLE001 - the store or the experiment may not exist yet
+        # the decision is recorded in MLflow first, then printed: wait for both, or the kill may fall between them
+        if "[round 1] continuing after" not in log.read_text():
             return False
+        runs = sweep_runs(client, "adaptive")
         return bool(runs) and runs[0].data.tags.get("specforce.adaptive.round") == "1"
 
-    log = tmp_path / "first.log"
     proc = start_cli(["sweep", str(spec), "--num-cpus", "2"], tmp_path, log)
     try:
         _wait_for(round_1_recorded, 900, proc, "round 1 analysed")
@@ -137,29 +138,30 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
                     if r.data.params.get("seed") == "2" and r.info.status == "FINISHED"
                     and r.data.tags.get("specforce.status") == "completed"}
     out = run_cli(["sweep", str(spec), "--resume", "--num-cpus", "2"], tmp_path)
-    assert "[adaptive] resuming: round(s) 1-1 finished and analysed, continuing at round 2" in out
-    assert "[grid-r1]" not in out and "[round 1" not in out  # round 1 is never rerun, not even restored
-    assert "[round 2] STOP (max reached)" in out and "sweep 'adaptive': 2 trials (0 failed)" in out
+    seen = f"round-2 trials completed before the resume: {sorted(round_2_done)}\nfirst run:\n{first}\nresumed:\n{out}"
+    assert "[adaptive] resuming: round(s) 1-1 finished and analysed, continuing at round 2" in out, seen
+    assert "[grid-r1]" not in out and "[round 1" not in out, seen  # round 1 is never rerun, not even restored
+    assert "[round 2] STOP (max reached)" in out and "sweep 'adaptive': 2 trials (0 failed)" in out, seen
     for trial_id in round_2_done:
-        assert f"trial {trial_id} finished" not in out
+        assert f"trial {trial_id} finished" not in out, seen
     if round_2_done:
-        assert f"[grid-r2] {len(round_2_done)} of 2 trial(s) already completed in MLflow: not rerun" in out
+        assert f"[grid-r2] {len(round_2_done)} of 2 trial(s) already completed in MLflow: not rerun" in out, seen
     if len(round_2_done) < 2:  # with both completed, no Tuner starts: the round is only analysed
-        assert f"[grid-r2] {2 - len(round_2_done)} trial(s)" in out
+        assert f"[grid-r2] {2 - len(round_2_done)} trial(s)" in out, seen
 
     runs = trial_runs(client, "adaptive")
     ids = [r.data.tags["specforce.trial_id"] for r in runs]
-    assert len(ids) == 6 == len(set(ids))  # 2 arms x 3 seeds, no duplicated run
+    assert len(ids) == 6 == len(set(ids)), seen  # 2 arms x 3 seeds, no duplicated run
     assert sorted((r.data.params["spectral.enabled"], r.data.params["seed"]) for r in runs) == \
         [(arm, seed) for arm in ("False", "True") for seed in ("0", "1", "2")]
     for run in runs:
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED", seen
         if run.data.tags["specforce.trial_id"] in round_1:  # untouched since round 1
             before = round_1[run.data.tags["specforce.trial_id"]]
             assert run.info.end_time == before.info.end_time
             assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [800, 1600]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-        assert steps == sorted(set(steps)) and steps[-1] == 1600  # round 2 too: each step logged once
+        assert steps == sorted(set(steps)) and steps[-1] == 1600, (steps, seen)  # round 2 too: each step once
     parents = sweep_runs(client, "adaptive")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
