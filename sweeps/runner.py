@@ -104,7 +104,7 @@ def _free_port(avoid: frozenset[int] = frozenset()) -> int:
 def dashboard_port() -> int:
     """A free port for the embedded cluster's dashboard. Not the dashboard agent's fixed default (52365, inside the
     ephemeral range the OS picks from): Ray refuses to start when two of its components are given one port, and a
-    CI run once failed so ("dashboard_agent_http is trying to use a port number 52365 that is used by other
+    test run once failed so ("dashboard_agent_http is trying to use a port number 52365 that is used by other
     components")."""
     from ray._private.ray_constants import DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
 
