@@ -200,15 +200,22 @@ def gain_difference_ci(a: pd.Series, b: pd.Series, *, confidence: float, method:
                                   method=method, n_resamples=n_resamples, seed=seed)
 
 
+def pairs_of(pairs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The seed pairs behind one comparison row: those of its metric, context, SF config and patch size."""
+    return pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
+                 & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
+
+
+def seed_deltas(pairs: pd.DataFrame, row: pd.Series) -> pd.Series:
+    """The SF - baseline deltas behind one comparison row, indexed by seed: what `gain_difference_ci` matches on."""
+    sel = pairs_of(pairs, row)
+    return pd.Series(sel["delta"].to_numpy(dtype=np.float64), index=sel["seed"].astype(int).to_numpy())
+
+
 def _interaction(coarse: pd.Series, fine: pd.Series, pairs: pd.DataFrame, confidence: float, method: str,
                  n_resamples: int, seed: int) -> dict:
-    def deltas(row: pd.Series) -> pd.Series:  # SF - baseline per seed
-        sel = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
-                    & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
-        return pd.Series(sel["delta"].to_numpy(dtype=np.float64), index=sel["seed"].astype(int).to_numpy())
-
-    ci = gain_difference_ci(deltas(coarse), deltas(fine), confidence=confidence, method=method,
-                            n_resamples=n_resamples, seed=seed)
+    ci = gain_difference_ci(seed_deltas(pairs, coarse), seed_deltas(pairs, fine), confidence=confidence,
+                            method=method, n_resamples=n_resamples, seed=seed)
     return {"metric": coarse["metric"], "coarse_patch": coarse["patch_size"], "fine_patch": fine["patch_size"],
             "coarse_tokens": coarse["tokens"], "fine_tokens": fine["tokens"], "delta_coarse": coarse["delta"],
             "delta_fine": fine["delta"], "difference": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,

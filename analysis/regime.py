@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.compare import Comparison, comparable_trials, gain_difference_ci
+from analysis.compare import Comparison, comparable_trials, gain_difference_ci, pairs_of, seed_deltas
 from analysis.intervals import MATCHED_INTERACTION, difference_of_means_ci, method_label
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns
@@ -87,8 +87,7 @@ def ratio_table(runs: pd.DataFrame, comparison: Comparison, metric: str) -> pd.D
     label = _line_labeller(comparable_trials(runs))
     out = []
     for _, row in rows.iterrows():
-        sel = pairs[(pairs["context"] == row["context"]) & (pairs["sf_config"] == row["sf_config"])
-                    & (pairs["patch_size"] == row["patch_size"])]
+        sel = pairs_of(pairs, row)
         members = by_id.loc[list(sel["baseline_run_id"]) + list(sel["sf_run_id"])]
         ratios = _numeric(members[RATIO_PARAM]).dropna().unique()
         if len(ratios) != 1:  # not logged (older runs), or a comparison that mixes ratios: no x value to plot
@@ -149,10 +148,7 @@ def trend_table(ratios: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
             continue
         per_row = []  # (ratio, SF - baseline deltas indexed by seed) for each comparison on the line
         for _, row in rows.iterrows():
-            d = pairs[(pairs["metric"] == row["metric"]) & (pairs["context"] == row["context"])
-                      & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
-            per_row.append((row["compression_ratio"],
-                            pd.Series(d["delta"].to_numpy(dtype=np.float64), index=d["seed"].astype(int).to_numpy())))
+            per_row.append((row["compression_ratio"], seed_deltas(pairs, row)))
         # two comparisons at one ratio (patch and bottleneck axes mixed) pool into one group of that x
         by_x: dict[float, list[np.ndarray]] = {}
         for r, d in per_row:

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.compare import Comparison
+from analysis.compare import Comparison, pairs_of
 
 AT_FLOOR = 0.10  # FD within 10% of its floor: the value is mostly the estimator's bias
 RESOLUTION_COLUMNS = ["metric", "patch_size", "context", "baseline_mean", "sf_mean", "floor", "excess_over_floor",
@@ -61,9 +61,7 @@ def resolution_table(runs: pd.DataFrame, comparison: Comparison) -> pd.DataFrame
     out = []
     for _, row in table[table["metric"].isin(metrics) & (table["n_pairs"] > 0)].iterrows():
         m = row["metric"]
-        pairs = comparison.pairs
-        sel = pairs[(pairs["metric"] == m) & (pairs["context"] == row["context"])
-                    & (pairs["sf_config"] == row["sf_config"]) & (pairs["patch_size"] == row["patch_size"])]
+        sel = pairs_of(comparison.pairs, row)
         members = by_id.loc[list(sel["baseline_run_id"]) + list(sel["sf_run_id"])]
         floor = float(pd.to_numeric(members[f"metrics.{m}_floor"], errors="coerce").mean())
         std_col = f"metrics.{m}_std"
