@@ -59,10 +59,12 @@ def _experiment_ids(client: MlflowClient, names: list[str], tracking_uri: str) -
     return ids
 
 
-def _all_runs(client: MlflowClient, experiment_ids: list[str]) -> Iterable:
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+             page_size: int = PAGE_SIZE) -> Iterable:
+    """Every active run of the experiments that matches `filter_string`, oldest first, page after page."""
     token = None
     while True:
-        page = client.search_runs(experiment_ids, "", ViewType.ACTIVE_ONLY, PAGE_SIZE,
+        page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, page_size,
                                   ["attributes.start_time ASC"], page_token=token)
         yield from page
         token = page.token
@@ -170,7 +172,7 @@ def load_tables(experiments: str | Sequence[str], tracking_uri: str, *, with_his
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     client = MlflowClient(tracking_uri)
     exp_ids = _experiment_ids(client, names, tracking_uri)
-    runs = list(_all_runs(client, list(exp_ids)))
+    runs = list(all_runs(client, list(exp_ids)))
     sweeps = [r for r in runs if r.data.tags.get(ROLE) == contracts.ROLE_SWEEP]
     others = [r for r in runs if r.data.tags.get(ROLE) != contracts.ROLE_SWEEP]
     sweep_names = {r.info.run_id: r.info.run_name for r in sweeps}

@@ -137,23 +137,18 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, s
 
 
 def completed_trial_ids(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                        page_size: int = 1000) -> set[str]:
+                        page_size: int | None = None) -> set[str]:
     """Trial ids of this sweep whose MLflow run finished its whole training (FINISHED, specforce.status completed).
 
     `--resume` runs a grid phase's other trials only. MLflow is the ledger here, not Tune's experiment state: Tune
     saves that state asynchronously, and a driver killed between two saves restores a phase that can re-enter a
     finished trial or lack one (the CI failure of issue 11's resume test)."""
+    from analysis.runs import PAGE_SIZE, all_runs
+
     filt = (f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{C.ROLE_TRIAL}' "
             f"and tags.`{STATUS}` = '{C.STATUS_COMPLETED}' and attributes.status = 'FINISHED'")
-    done: set[str] = set()
-    token = None
-    while True:  # paged: a store returns at most max_results runs per call
-        page = client.search_runs([experiment_id], filter_string=filt, max_results=page_size,
-                                  page_token=token)
-        done.update(r.data.tags[TRIAL_ID] for r in page if TRIAL_ID in r.data.tags)
-        token = page.token
-        if not token:
-            return done
+    return {r.data.tags[TRIAL_ID] for r in all_runs(client, [experiment_id], filt, page_size or PAGE_SIZE)
+            if TRIAL_ID in r.data.tags}
 
 
 class MlflowTrialLogger(Callback):
