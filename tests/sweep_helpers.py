@@ -83,3 +83,11 @@ def trial_logger_in(tmp_path: pathlib.Path):
     exp = client.create_experiment("t")
     parent = client.create_run(exp).info.run_id
     return client, exp, parent, MlflowTrialLogger(uri, exp, parent)
+
+
+def grid_trial(trial_id: str, overrides: dict | None = None):
+    """What MlflowTrialLogger reads of a Tune trial in a grid phase: its plan, Tune id, last result, error file."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config={"plan": {"trial_id": trial_id, "overrides": dict(overrides or {})}},
+                           trial_id=trial_id, last_result={}, error_file=None)

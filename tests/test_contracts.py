@@ -242,12 +242,10 @@ def test_schedule_params_fall_back_for_runs_without_a_record():
 
 
 def test_trial_logger_logs_exactly_the_workers_record(tmp_path):
-    from types import SimpleNamespace
-
-    from sweep_helpers import trial_logger_in
+    from sweep_helpers import grid_trial, trial_logger_in
 
     client, exp, parent, logger = trial_logger_in(tmp_path)
-    trial = SimpleNamespace(trial_id="x", config={"plan": {"trial_id": "x", "overrides": {"seed": 3}}}, last_result={})
+    trial = grid_trial("x", {"seed": 3})
     logger.on_trial_start(0, [], trial)
     assert client.get_run(logger.runs["x"]).data.params == {}  # nothing re-resolved on the driver
     rec = _record()

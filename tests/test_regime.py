@@ -4,7 +4,6 @@ import json
 import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -51,7 +50,7 @@ def test_config_bottleneck_is_validated_and_resolved_in_the_logged_params():
 
 def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
     from specforce_contracts import REPORT_RECORD_KEY, TrialRecord
-    from sweep_helpers import trial_logger_in
+    from sweep_helpers import grid_trial, trial_logger_in
     from sweeps.trial import IMAGES_KEY
     from trainers.config import config_with_overrides
 
@@ -59,7 +58,7 @@ def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
     ids = {}
     for key, overrides, extras in (("a", {}, {"model.bottleneck": 32, "model.compression_ratio": 2.0}),
                                    ("b", {"model.bottleneck": 8}, {"model.bottleneck": 8, "model.compression_ratio": 8.0})):
-        trial = SimpleNamespace(trial_id=key, config={"plan": {"trial_id": key, "overrides": overrides}})
+        trial = grid_trial(key, overrides)
         logger.on_trial_start(0, [], trial)
         ids[key] = logger.runs[key]
         before = client.get_run(ids[key]).data.params

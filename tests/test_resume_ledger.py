@@ -5,19 +5,11 @@ dropped from the phase's plans (sweeps.runner.plans_left). Real sqlite MLflow st
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import specforce_contracts as C
-from sweep_helpers import trial_logger_in
+from sweep_helpers import grid_trial as _trial, trial_logger_in
 from sweeps.runner import plans_left
 from sweeps.spec import spec_from_dict
 from sweeps.tracking import MlflowTrialLogger, completed_trial_ids
-
-
-def _trial(trial_id: str):
-    """What MlflowTrialLogger reads of a Tune trial in a grid phase."""
-    return SimpleNamespace(config={"plan": {"trial_id": trial_id, "overrides": {"seed": 0}}},
-                           trial_id=f"tune-{trial_id}", last_result={}, error_file=None)
 
 
 def test_only_runs_that_completed_their_training_in_this_sweep_count(tmp_path):
