@@ -58,7 +58,11 @@ class DataConfig(_Frozen):
     seed: int = Field(default=0, ge=0)
     # dataset-specific options passed to trainers.data.build_dataset (e.g. alpha_data for grf)
     options: dict[str, Any] = Field(default_factory=dict)
+    # the training loader (trainers/data.py): worker processes per training worker, and how they feed the device
     num_workers: int = Field(default=0, ge=0)
+    pin_memory: bool | None = None  # None: pin when the run's device is CUDA
+    persistent_workers: bool = True  # keep loader workers alive between evaluations (only with num_workers > 0)
+    prefetch_factor: int | None = Field(default=None, gt=0)  # batches each loader worker reads ahead; None: torch's 2
 
 
 class SpectralConfig(_Frozen):
@@ -175,6 +179,9 @@ class TrainConfig(_Frozen):
             raise ValueError(f"spectral.window_size: {win} does not divide data.image_size {self.data.image_size}")
         if self.sample.ema_index >= len(self.optim.ema_decays):
             raise ValueError(f"sample.ema_index: {self.sample.ema_index} but only {len(self.optim.ema_decays)} EMA decays")
+        if self.data.prefetch_factor is not None and self.data.num_workers == 0:
+            raise ValueError(f"data.prefetch_factor: needs data.num_workers > 0 (loader worker processes) "
+                             f"(got {self.data.prefetch_factor})")
         if self.optim.batch_size > self.optim.total_images:
             raise ValueError(f"optim.total_images: {self.optim.total_images} is smaller than one batch ({self.optim.batch_size})")
         return self
