@@ -126,7 +126,7 @@ def test_inception_score_sums_are_order_and_partition_invariant():
     for idx in (torch.arange(40, 60), torch.arange(0, 40, 2), torch.arange(1, 40, 2)):
         st.update(logits[idx], idx)
     assert st.score() == pytest.approx(whole, rel=1e-12)
-    with pytest.raises(ValueError, match="expects 60 samples, got 60|expects 60"):
+    with pytest.raises(ValueError, match="inception score expects 60 samples, got 0"):
         InceptionScoreStats(60, 8).score()
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 60\)"):
         st.update(logits[:1], torch.tensor([60]))

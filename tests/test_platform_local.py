@@ -24,14 +24,12 @@ from importlib.metadata import version
 
 import pytest
 
+from proc_helpers import listening_sockets, session_pids
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "platform" / "local"
 VENV = pathlib.Path(sys.executable).parents[1]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("setsid") is None or shutil.which("ss") is None or not (VENV / "bin" / "ray").exists(),
-    reason="needs util-linux setsid, iproute2 ss and ray in the test interpreter's venv",
-)
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
@@ -63,26 +61,6 @@ def run(script: str, run_dir: pathlib.Path, env: dict[str, str], *args: str, tim
         ["bash", str(LOCAL / script), "--run-dir", str(run_dir), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
-
-
-def session_pids(sid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
-    """(local address, port, pid) of every TCP listener owned by one of `pids`, parsed from `ss -ltnpH`."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in out.splitlines():
-        cols = line.split()
-        local, procs = cols[3], " ".join(cols[5:])
-        addr, port = local.rsplit(":", 1)
-        for chunk in procs.split("pid=")[1:]:
-            pid = int(chunk.split(",", 1)[0])
-            if pid in pids:
-                found.append((addr.strip("[]"), int(port), pid))
-    return found
 
 
 def http_get(url: str, token: str | None = None, host: str | None = None) -> tuple[int, bytes]:

@@ -27,13 +27,27 @@ def test_grid_is_a_full_factorial_with_stable_unique_ids():
     assert p.config.model.patch_size == 8 and p.config.spectral.enabled and p.config.seed == 2
 
 
-@pytest.mark.parametrize("shipped", sorted(CONFIGS.glob("*.yaml")))
+def _is_sweep_spec(path: pathlib.Path) -> bool:
+    tree = yaml.safe_load(path.read_text())
+    return "grid" in tree or "search" in tree  # else a train config (tiny_train.yaml), checked by test_config
+
+
+@pytest.mark.parametrize("shipped", [p for p in sorted(CONFIGS.glob("*.yaml")) if _is_sweep_spec(p)],
+                         ids=lambda p: p.name)
 def test_shipped_specs_validate(shipped):
-    tree = yaml.safe_load(shipped.read_text())
-    if "grid" not in tree and "search" not in tree:
-        pytest.skip("a train config, not a sweep spec")
     s = load_spec(shipped)
-    assert describe_trials(s)
+    lines = describe_trials(s)
+    # one line per planned trial, in plan order, and the search's own line: what `--dry-run` shows a user
+    if s.grid and s.seeds is None:
+        assert [line.split()[1] for line in lines if line.startswith("grid ")] == [p.trial_id for p in grid_plans(s)]
+    if s.grid and s.seeds is not None:
+        assert lines[0].startswith(f"adaptive up to {len(s.seeds.looks)} rounds")
+        assert sum(line.startswith("grid-r") for line in lines) > 0
+    if s.search:
+        if s.search.baselines:
+            assert [line.split()[1] for line in lines if line.startswith("baseline ")] == [
+                p.trial_id for p in baseline_plans(s)]
+        assert lines[-1].startswith(f"search   {s.search.num_samples} Optuna trials ({s.search.sampler}, ")
 
 
 @pytest.mark.parametrize("kw, needle", [

@@ -11,11 +11,11 @@ import os
 import pathlib
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 
+from proc_helpers import pids_with
 from sweep_helpers import (SMOKE, client_for, kill_group, run_cli, start_cli, sweep_runs, trial_runs,
                                  write_spec)
 
@@ -102,9 +102,8 @@ def _wait_for(predicate, timeout, proc=None, what=""):
 
 
 def _train_worker_pids(session: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
     pids = []
-    for pid in map(int, out):
+    for pid in pids_with("RayTrainWorker"):
         try:
             if os.getsid(pid) == session:
                 pids.append(pid)

@@ -8,6 +8,8 @@ import sys
 import time
 import urllib.request
 
+from proc_helpers import listen_addresses
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +35,7 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
                 time.sleep(0.5)
         assert body is not None and "OK" in body
         assert (tmp_path / "mlflow.db").exists()  # the default store of the working dir
-        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
-        assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening
+        assert listen_addresses(port) == {"127.0.0.1"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
