@@ -248,6 +248,10 @@ FITTED_PREFIX = "spectral.fitted_"  # the snr schedule's own fit (when it fitted
 DATA_SPECTRUM_PARAMS = {k: DATA_SPECTRUM_PREFIX + k for k in ("alpha", "r0")}
 FITTED_PARAMS = {k: FITTED_PREFIX + k for k in ("alpha", "r0")}
 SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
+# The training data's digest (first 12 hex digits of its identity), logged for datasets that read files (a prepared
+# dataset's manifest digest, a raw folder's listing digest): a context param, so runs on different data never pair.
+DATA_DIGEST_PARAM = "data.digest"
+DATA_DIGEST_CHARS = 12
 DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
 MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, "model.tokens", "model.parameters",
                            "model.compression_ratio")
@@ -287,7 +291,8 @@ class TrialRecord:
     """What one trial ran: the resolved config tree (`TrainConfig.model_dump(mode="json")`), params derived from the
     built model (dotted keys, e.g. DERIVED_PARAMS), the power-law fit of the training data's spectrum ({"alpha", "r0"}, NaN when the
     data is no power law), the snr schedule's own fit ({} unless it fitted), and `SpectralForcing.describe()` of the
-    operator the model used (None without SF)."""
+    operator the model used (None without SF). `dataset`: what the training data was ({"name", "digest", "source"},
+    logged as the run's MLflow dataset input; None in records written before it existed)."""
 
     config: dict[str, Any]
     derived: dict[str, Any] = field(default_factory=dict)
@@ -295,6 +300,7 @@ class TrialRecord:
     fitted: dict[str, float] = field(default_factory=dict)
     spectral: dict[str, Any] | None = None
     version: int = RECORD_VERSION
+    dataset: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, Mapping) or not self.config:
@@ -307,20 +313,24 @@ class TrialRecord:
         for name, part in (("data_spectrum", self.data_spectrum), ("fitted", self.fitted)):
             if set(part) - {"alpha", "r0"}:
                 raise ValueError(f"TrialRecord.{name}: keys must be alpha and r0, got {sorted(part)}")
-        for name in ("config", "derived", "data_spectrum", "fitted", "spectral"):
+        if self.dataset is not None and (not isinstance(self.dataset, Mapping)
+                                         or set(self.dataset) != {"name", "digest", "source"}):
+            raise ValueError(f"TrialRecord.dataset: keys must be name, digest and source, got {self.dataset!r}")
+        for name in ("config", "derived", "data_spectrum", "fitted", "spectral", "dataset"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _plain(value))
 
     @classmethod
     def from_run(cls, config: Mapping[str, Any], extra_params: Mapping[str, Any],
-                 spectral: Mapping[str, Any] | None) -> "TrialRecord":
-        """From the loop's pieces: the config tree, its dotted extra params (model shape, data spectrum, snr fit)
-        and the SF operator's describe()."""
+                 spectral: Mapping[str, Any] | None, dataset: Mapping[str, str] | None = None) -> "TrialRecord":
+        """From the loop's pieces: the config tree, its dotted extra params (model shape, data spectrum, snr fit),
+        the SF operator's describe() and the training data's identity."""
         extra = dict(extra_params)
         pick = lambda names: {k: extra.pop(dotted) for k, dotted in names.items() if dotted in extra}  # noqa: E731
         data_spectrum, fitted = pick(DATA_SPECTRUM_PARAMS), pick(FITTED_PARAMS)
-        return cls(dict(config), extra, data_spectrum, fitted, None if spectral is None else dict(spectral))
+        return cls(dict(config), extra, data_spectrum, fitted, None if spectral is None else dict(spectral),
+                   dataset=None if dataset is None else dict(dataset))
 
     def params(self) -> dict[str, Any]:
         """The run's MLflow params: dotted config keys, derived values (a resolved value replaces the config's None),
@@ -339,8 +349,11 @@ class TrialRecord:
         return int(value) if value is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "config": self.config, "derived": self.derived,
-                "data_spectrum": self.data_spectrum, "fitted": self.fitted, "spectral": self.spectral}
+        out = {"version": self.version, "config": self.config, "derived": self.derived,
+               "data_spectrum": self.data_spectrum, "fitted": self.fitted, "spectral": self.spectral}
+        if self.dataset is not None:
+            out["dataset"] = self.dataset
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialRecord":
@@ -349,12 +362,12 @@ class TrialRecord:
         version = data.get("version")
         if version != RECORD_VERSION:
             raise ValueError(f"trial record version {version!r}: this specforce reads version {RECORD_VERSION}")
-        known = {"version", "config", "derived", "data_spectrum", "fitted", "spectral"}
+        known = {"version", "config", "derived", "data_spectrum", "fitted", "spectral", "dataset"}
         if set(data) - known:
             raise ValueError(f"trial record: unknown keys {sorted(set(data) - known)}")
         return cls(config=data.get("config"), derived=data.get("derived") or {},
                    data_spectrum=data.get("data_spectrum") or {}, fitted=data.get("fitted") or {},
-                   spectral=data.get("spectral"), version=version)
+                   spectral=data.get("spectral"), version=version, dataset=data.get("dataset"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)  # NaN stays NaN (Python's JSON reads it back)

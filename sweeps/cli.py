@@ -8,6 +8,7 @@
     specforce status|logs|stop JOB_ID --address http://127.0.0.1:8265
     specforce report --experiment demo --out reports/demo
     specforce eval runs/tiny/ema.pt --num-samples 1000
+    specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256
     specforce ui
 
 Every command has --help. Defaults: MLflow store `sqlite:///<cwd>/mlflow.db`, Ray storage `<cwd>/ray_results`.
@@ -234,6 +235,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------- prepare
+def cmd_prepare(args) -> int:
+    from sweeps.prepare import prepare_dataset, verify_prepared
+
+    if args.verify:
+        verify_prepared(args.src, workers=args.workers)  # `prepare --verify DEST`: the one folder is DEST
+        return 0
+    if args.dest is None or args.dataset is None or args.image_size is None:
+        missing = [flag for flag, v in (("DEST", args.dest), ("--dataset", args.dataset),
+                                        ("--image-size", args.image_size)) if v is None]
+        from sweeps.errors import UserError
+
+        raise UserError(missing[0], "is required (specforce prepare SRC DEST --dataset NAME --image-size N)")
+    prepare_dataset(args.src, args.dest, dataset=args.dataset, image_size=args.image_size, workers=args.workers,
+                    address=args.address, shard_size=args.shard_size, restart=args.restart,
+                    progress=not args.no_progress)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ cluster jobs
 def cmd_submit(args) -> int:
     from sweeps.submit import submit
@@ -342,6 +362,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--i-know-this-is-public", action="store_true", help=argparse.SUPPRESS)
     _add_common(p, storage=False)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "prepare", help="convert a dataset once into a prepared dataset (ADM-cropped uint8 shards + manifest)",
+        formatter_class=fmt, description=(
+            "Decode, verify and ADM-centre-crop every image once, in parallel, and write uint8 .npy shards plus a "
+            "manifest.json (counts, classes, image size, source, crop recipe, per-shard sha256). Train on it with "
+            "data: {name: prepared, root: DEST, image_size: N} (DEST may later be copied to s3:// or gs://). "
+            "Rerunning a killed prepare continues it; unreadable images are listed in one line."),
+        epilog="examples:
+"
+               "  specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256
+"
+               "  specforce prepare photos/ data/photos64 --dataset imagefolder --image-size 64 --workers 2
+"
+               "  specforce prepare - data/digits16 --dataset digits --image-size 16   # built-in data: SRC unused
+"
+               "  specforce prepare /data/in256 --verify            # reread every shard, compare sha256s")
+    p.add_argument("src", metavar="SRC", help="the source: a folder (imagenet: with train/ and val/; imagefolder: "
+                   "<class>/<image>; cifar10: holding cifar-10-batches-py/); ignored for mnist and digits. With "
+                   "--verify: the prepared folder to check")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="the prepared dataset's folder (new, empty, or an "
+                   "interrupted prepare of the same source to continue)")
+    p.add_argument("--dataset", choices=["imagenet", "imagefolder", "cifar10", "mnist", "digits"],
+                   help="how to read SRC")
+    p.add_argument("--image-size", type=positive_int, help="N: images are cropped to N x N (must equal the "
+                   "training config's data.image_size)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: every core here)")
+    p.add_argument("--address", default=None, help="Ray cluster to run the shard tasks on (DEST must be storage "
+                   "every node sees); default: processes on this machine")
+    p.add_argument("--shard-size", type=positive_int, default=None,
+                   help="images per shard (default: about 256 MB of pixels per shard)")
+    p.add_argument("--restart", action="store_true", help="drop an interrupted prepare's shards and start over "
+                   "(needed when SRC's listing changed)")
+    p.add_argument("--verify", action="store_true", help="check an existing prepared dataset SRC: every shard's "
+                   "size and sha256")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("eval", help="evaluate a finished run's EMA checkpoint (FID/IS, fd_*, spectra)")
     p.add_argument("checkpoint", help="ema.pt or checkpoint.pt written by a run")

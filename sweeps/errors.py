@@ -55,6 +55,7 @@ def _anticipated() -> tuple[type[BaseException], ...]:
     classes: list[type[BaseException]] = [UserError, OSError, pickle.UnpicklingError]
     for module, name in (("yaml", "YAMLError"), ("sweeps.spec", "SpecError"), ("trainers.config", "ConfigError"),
                          ("trainers.checkpoint", "CheckpointError"), ("trainers.datasets.folder", "ImageReadError"),
+                         ("trainers.datasets.prepared_format", "PreparedDataError"),
                          ("mlflow.exceptions", "MlflowException")):
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, name):

@@ -16,7 +16,7 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 import specforce_contracts as C
@@ -89,7 +89,19 @@ class RunWriter:
         """What the trial ran, exactly as the worker reported it: its params and the record as a JSON artifact."""
         self.log_params(record.params())
         self.client.log_text(self.run_id, record.to_json(), C.ARTIFACT_TRIAL_RECORD)
+        if record.dataset is not None:
+            self.log_dataset(record.dataset)
         self.record = record
+
+    def log_dataset(self, identity: Mapping[str, str]) -> None:
+        """The training data as the run's MLflow dataset input (the UI's Dataset column), once per run."""
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:
+            return  # a resumed run logged it already
+        source = str(identity["source"])
+        source_type = source.split("://", 1)[0] if "://" in source else ("local" if source.startswith("/") else "code")
+        dataset = Dataset(name=identity["name"], digest=identity["digest"][:C.DATA_DIGEST_CHARS],
+                          source_type=source_type, source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
 
     # --------------------------------------------------------------------------------------------------- metrics
     def log_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -16,6 +16,7 @@ has `num_classes` = 0 and labels 0, which is the null class the model sees for i
     cifar10      root/cifar-10-batches-py pickles                     options: download, hflip
     imagefolder  root/<class>/<image>, ADM centre crop                options: hflip, verify
     imagenet     root/{train,val}/<class>/<image>, ADM centre crop    options: hflip, verify
+    prepared     made once by `specforce prepare` (uint8 shards)      options: hflip, verify (size | checksum)
 
 Splits are "train" and "test" ("val" is an alias of "test").
 
@@ -25,7 +26,9 @@ as one process with world_size * batch_size per step. `start_images` = images al
 (the loop's `images_seen`): the resumed stream is exactly the uninterrupted one from that image on, for the same
 dataset, seed, world_size and drop_last (and the same batches when start_images is a multiple of the global batch,
 as it is when the loop resumes). Augmentation draws depend on (seed, index, epoch) only, so they resume exactly too,
-with any num_workers.
+with any num_workers. With `raw=True` a uint8-native dataset (files, prepared shards, CIFAR at 32 px) yields uint8
+batches: 4x fewer bytes through worker queues, pinned memory and the host-to-device copy; `to_model_input` turns
+them into the float images `ds[i]` returns, bit for bit, on the device.
 """
 from __future__ import annotations
 
@@ -39,18 +42,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainers.datasets.arrays import MnistSubset, SklearnDigits
-from trainers.datasets.base import ImageDataset, check_image_size, check_seed, check_split
+from trainers.datasets.base import ImageDataset, check_image_size, check_seed, check_split, pixels_to_float
 from trainers.datasets.cifar import Cifar10
 from trainers.datasets.folder import ImageFolderDataset, ImageNetDataset
 from trainers.datasets.grf import GaussianRandomField
+from trainers.datasets.prepared import PreparedDataset
 
-__all__ = ["DATASETS", "ImageDataset", "build_dataset", "infinite_loader", "epoch_order"]
+__all__ = ["DATASETS", "ImageDataset", "build_dataset", "infinite_loader", "epoch_order", "to_model_input"]
 
 # name -> ImageDataset subclass; each lists its options (with defaults) in OPTIONS
 DATASETS: dict[str, type[ImageDataset]] = {
     cls.name: cls
-    for cls in (GaussianRandomField, MnistSubset, SklearnDigits, Cifar10, ImageFolderDataset, ImageNetDataset)
+    for cls in (GaussianRandomField, MnistSubset, SklearnDigits, Cifar10, ImageFolderDataset, ImageNetDataset,
+                PreparedDataset)
 }
+to_model_input = pixels_to_float  # uint8 batch (on the device) -> float32 in [-1, 1]; float batches pass through
 
 _ORDER_TAG = 0x6F72646572  # separates the shuffling stream from other uses of the seed
 
@@ -105,14 +111,31 @@ class StreamSampler(Sampler):
             offset, epoch = 0, epoch + 1
 
 
+class _RawView(Dataset):
+    """The dataset's uint8 pixels (ImageDataset.raw_item) under the same sample keys."""
+
+    def __init__(self, dataset: ImageDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset.raw_item(key)
+
+
 def infinite_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                     num_workers: int = 0, drop_last: bool = True, start_images: int = 0,
-                    pin_memory: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    pin_memory: bool | None = None, persistent_workers: bool = False,
+                    prefetch_factor: int | None = None,
+                    raw: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (x [batch_size, C, H, W], y [batch_size] int64) batches of this rank's shard (see module docstring).
 
     drop_last=True uses the first len - len % (batch_size * world_size) images of each epoch's order; False uses all,
-    and a batch may then span two epochs. pin_memory=None pins when CUDA is available. Arguments are checked here,
-    not at the first next().
+    and a batch may then span two epochs. pin_memory=None pins when CUDA is available. persistent_workers and
+    prefetch_factor (batches read ahead per worker) apply with num_workers > 0. raw=True yields uint8 x for a
+    uint8-native dataset (`to_model_input(x)` equals the float batch). Arguments are checked here, not at the first
+    next().
     """
     n = len(dataset)
     for arg, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1), ("rank", rank, 0),
@@ -136,8 +159,12 @@ def infinite_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int =
     sampler = StreamSampler(n, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                             drop_last=drop_last, start_images=start_images,
                             with_epoch=isinstance(dataset, ImageDataset))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
+    if prefetch_factor is not None and num_workers == 0:
+        raise ValueError(f"prefetch_factor={prefetch_factor} needs num_workers > 0")
+    source = _RawView(dataset) if raw and getattr(dataset, "uint8_native", False) else dataset
+    workers = {"persistent_workers": bool(persistent_workers), "prefetch_factor": prefetch_factor} if num_workers else {}
+    loader = DataLoader(source, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, **workers)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in loader:  # the sampler never ends, so neither does this

@@ -124,6 +124,8 @@ class Trainer:
         run.extra_params.update(built.fitted)
         run.extra_params.update(data_spectrum(built.sample))
         run.extra_params.update(model_shape_params(model))
+        if getattr(dataset, "uses_root", False):  # file-backed data: its digest keeps runs on other data apart
+            run.extra_params[C.DATA_DIGEST_PARAM] = dataset.identity()["digest"][:C.DATA_DIGEST_CHARS]
         if self.resume_from.is_file():
             self._load(run, load_checkpoint(self.resume_from, map_location=device))
         if self.world > 1:
@@ -162,16 +164,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- training
     def run(self) -> dict[str, float]:
-        from trainers.data import infinite_loader
+        from trainers.data import infinite_loader, to_model_input
 
         run = self.setup()
         cfg = self.cfg
         self.hooks.on_start(run)
         if self.rank == 0:
             self._save_mask_picture(run)
+        # uint8 batches from uint8-native data (4x fewer bytes per image to the device), float on the device
+        pin = run.device.type == "cuda" if cfg.data.pin_memory is None else cfg.data.pin_memory
         loader = infinite_loader(run.dataset, batch_size=self.local_batch, seed=cfg.seed, rank=self.rank,
                                  world_size=self.world, num_workers=cfg.data.num_workers,
-                                 start_images=run.images_seen)
+                                 start_images=run.images_seen, pin_memory=pin,
+                                 persistent_workers=cfg.data.persistent_workers,
+                                 prefetch_factor=cfg.data.prefetch_factor, raw=True)
         total = cfg.optim.total_images
         next_log = next_multiple(run.images_seen, cfg.log_every_images)
         next_eval = next_multiple(run.images_seen, cfg.eval.every_images) if cfg.eval.every_images else None
@@ -184,7 +190,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         while run.images_seen < total:
             x, y = next(loader)
-            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            x, y = to_model_input(x.to(run.device, non_blocking=True)), y.to(run.device, non_blocking=True)
             lr = lr_at(cfg, run.images_seen)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr

@@ -21,5 +21,6 @@ def trial_record(run: Any) -> TrialRecord:
     """`run`: the loop's TrainingRun after setup (config, extra params and the built model)."""
     model = run.raw_model
     spectral = getattr(model, "spectral", None)
+    identity = run.dataset.identity() if hasattr(run.dataset, "identity") else None
     return TrialRecord.from_run(run.cfg.model_dump(mode="json"), run.extra_params,
-                                spectral.describe() if spectral is not None else None)
+                                spectral.describe() if spectral is not None else None, identity)

@@ -80,6 +80,7 @@ class Cifar10(ImageDataset):
         super().__init__(image_size=image_size, split=split, seed=seed, num_classes=10, channels=3,
                          options={"download": download, "hflip": hflip}, root=root)
         self._hflip = hflip
+        self.uint8_native = image_size == 32  # the pickles' own pixels; other sizes are a float resize
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -87,6 +88,12 @@ class Cifar10(ImageDataset):
     def _image(self, index: int, epoch: int) -> torch.Tensor:
         x = torch.from_numpy(self._data[index].astype(np.float32)) / 127.5 - 1.0
         x = resize(x.unsqueeze(0), self.image_size)[0]
+        if self._hflip and flip_draw(self.seed, index, epoch):
+            x = x.flip(-1)
+        return x
+
+    def _image_uint8(self, index: int, epoch: int) -> torch.Tensor:
+        x = torch.from_numpy(self._data[index].copy())
         if self._hflip and flip_draw(self.seed, index, epoch):
             x = x.flip(-1)
         return x
