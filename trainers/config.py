@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # allow_inf_nan=False: every number is finite (the SF operator, sampler and optimiser refuse inf and nan later)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Frozen):
@@ -193,6 +194,10 @@ class TrainConfig(_Frozen):
         _check_preset(self.model.preset)
         _check_data(self.data)
         _check_eval(self)
+        # cross-field rules the run relies on (patch grid, t buckets, CFG interval, SF, data sizes): config_rules.py
+        from trainers.config_rules import check_rules
+
+        check_rules(self)
         return self
 
     @model_validator(mode="after")
@@ -373,7 +378,7 @@ def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:
     from trainers.data import DATASETS, build_dataset
 
     cls = DATASETS[cfg.data.name]
-    if cls.uses_root:
+    if cls.uses_root and "://" not in cfg.data.root:  # a URI (s3://, gs://) is opened by the dataset itself
         root = pathlib.Path(cfg.data.root)
         if not root.exists():
             raise ConfigError(f"data.root: folder does not exist (got {cfg.data.root!r})")
@@ -382,9 +387,19 @@ def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:
     if not build_data or cfg.data.options.get("download"):  # a download is the run's job, not a check's
         return
     splits = ["train"] + (["test"] if cfg.eval.metrics or cfg.eval.denoise_loss else [])
+    built = {}
     for split in splits:
         try:
-            build_dataset(cfg.data.name, image_size=cfg.data.image_size, split=split, root=cfg.data.root,
-                          seed=cfg.data.seed, **cfg.data.options)
+            built[split] = build_dataset(cfg.data.name, image_size=cfg.data.image_size, split=split,
+                                         root=cfg.data.root, seed=cfg.data.seed, **cfg.data.options)
         except (ValueError, TypeError, OSError) as err:
             raise ConfigError(f"data ({cfg.data.name}, {split} split): {' '.join(str(err).split())}") from None
+    # the rules on channels and split sizes, with the sizes these files give (grf's were checked at load)
+    from trainers.config_rules import check_data
+
+    train = built["train"]
+    try:
+        check_data(cfg, channels=train.channels, train_size=len(train),
+                   test_size=len(built["test"]) if "test" in built else len(train))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
