@@ -30,13 +30,16 @@ import json
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 import specforce_contracts as C
 from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
+from trainers.config_rules import check_world
+
+# the spec's sections live in spec_schema.py; imported from here by the runner, the CLI and tests
+from sweeps.spec_schema import Analysis, Asha, Dimension, Resources, Search, Seeds, _Strict  # noqa: F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -51,123 +54,6 @@ def validate_name(name: str, what: str = "name") -> str:
         raise SpecError(f"{what}: {name!r} is not a valid name (letters, digits, '_', '.', '-'; no '/', no '..', "
                         "not starting with '.', at most 100 characters)")
     return name
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Resources(_Strict):
-    workers: int = Field(default=1, gt=0)
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
-    use_gpu: Literal["auto", True, False] = "auto"
-
-
-class Dimension(_Strict):
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "Dimension":
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("categorical dimension needs a non-empty 'choices' list")
-        else:
-            if self.low is None or self.high is None:
-                raise ValueError(f"{self.type} dimension needs 'low' and 'high'")
-            if self.low >= self.high:
-                raise ValueError(f"low={self.low} must be below high={self.high}")
-            if self.log and self.low <= 0:
-                raise ValueError(f"log scale needs low > 0, got low={self.low}")
-        return self
-
-
-class Asha(_Strict):
-    type: Literal["asha"] = "asha"
-    grace_images: int = Field(default=12_800, gt=0)
-    reduction_factor: float = Field(default=3.0, gt=1)
-
-
-class Search(_Strict):
-    metric: str = C.DENOISE_LOSS
-    mode: Literal["min", "max"] = "min"  # when not given: the metric's direction in the registry
-    num_samples: int = Field(default=8, gt=0)
-    sampler: Literal["tpe", "gp", "random", "cmaes"] = "tpe"
-    # TPE's default of 10 random start-up trials turns small sweeps into random search (DESIGN.md §4)
-    n_startup_trials: int | None = Field(default=None, ge=1)
-    max_concurrent: int = Field(default=2, gt=0)
-    seed: int = 0
-    space: dict[str, Dimension]
-    scheduler: Asha | None = None
-    baselines: bool = True
-    baseline_seeds: list[int] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mode_from_registry(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("mode") is None:
-            data = {**data, "mode": C.search_mode(data.get("metric") or C.DENOISE_LOSS)}
-        return data
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_agrees(cls, mode: str, info: ValidationInfo) -> str:
-        metric = info.data.get("metric")
-        better = C.direction(metric) if metric else C.NONE
-        if better in (C.LOWER, C.HIGHER) and mode != C.search_mode(metric):
-            raise ValueError(f"{mode!r} would search for the worst {metric}: it is {better}-is-better (omit mode, or "
-                             f"use {C.search_mode(metric)!r})")
-        return mode
-
-    @field_validator("space")
-    @classmethod
-    def _space(cls, v: dict[str, Dimension]) -> dict[str, Dimension]:
-        if not v:
-            raise ValueError("search.space must name at least one dotted key")
-        return v
-
-    @property
-    def startup_trials(self) -> int:
-        return self.n_startup_trials or max(2, min(10, self.num_samples // 3))
-
-
-class Seeds(_Strict):
-    """Adaptive seeds: rounds of seed pairs (start, then +step, up to max per arm) until the primary metric's
-    comparisons are decided with anytime-valid intervals (analysis/sequential.py)."""
-
-    start: int = Field(default=3, ge=2)  # a t interval needs 2 pairs
-    step: int = Field(default=2, ge=1)
-    max: int = Field(default=12, ge=2, le=200)
-    stop: Literal["decided"] = "decided"
-    first_seed: int = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "Seeds":
-        if self.max < self.start:
-            raise ValueError(f"max={self.max} must be at least start={self.start}")
-        return self
-
-    @property
-    def looks(self) -> tuple[int, ...]:
-        """Seeds per arm after each round: start, start+step, ..., max."""
-        looks = list(range(self.start, self.max + 1, self.step))
-        return tuple(looks if looks[-1] == self.max else looks + [self.max])
-
-
-class Analysis(_Strict):
-    """How `specforce report` judges the sweep, declared before it runs: the primary metric the headline speaks
-    about (every other metric is secondary, Holm-adjusted), the smallest effect worth detecting (power planning),
-    the confidence level and the interval method (analysis/intervals.py)."""
-
-    primary: str = C.DENOISE_LOSS
-    min_effect: float | None = Field(default=None, gt=0)  # in the primary metric's units
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    method: Literal["t", "expanded-percentile", "percentile", "basic", "BCa"] = "t"
 
 
 class SweepSpec(_Strict):
@@ -274,10 +160,13 @@ def base_config(spec: SweepSpec) -> TrainConfig:
 
 
 def _resolve(spec: SweepSpec, overrides: dict[str, Any], where: str) -> TrainConfig:
+    """The trial's config; its rules include those of resources.workers ranks (trainers/config_rules.check_world)."""
     try:
-        return config_with_overrides(spec.base, overrides)
-    except ConfigError as err:
+        cfg = config_with_overrides(spec.base, overrides)
+        check_world(cfg, spec.resources.workers)
+    except ValueError as err:  # ConfigError, or a world rule naming resources.workers
         raise SpecError(f"{where} {overrides}: {err}") from None
+    return cfg
 
 
 def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
@@ -313,6 +202,9 @@ def reported_metrics(cfg: TrainConfig) -> set[str]:
 
 def validate_spec(spec: SweepSpec) -> None:
     base = base_config(spec)
+    r = spec.resources
+    if base.optim.batch_size % r.workers:  # the same rule for each trial: _resolve (config_rules.check_world)
+        raise SpecError(f"resources.workers: {r.workers} does not divide base.optim.batch_size {base.optim.batch_size}")
     flat_base = set(flatten(TrainConfig().model_dump(mode="json")))
     for key in list(spec.grid) + list(spec.search.space if spec.search else []):
         if key not in flat_base and not key.startswith("data.options."):
@@ -333,9 +225,10 @@ def validate_spec(spec: SweepSpec) -> None:
                     if base.data.image_size % int(choice):
                         raise SpecError(f"search.space.model.patch_size: {choice} does not divide "
                                         f"data.image_size {base.data.image_size}")
-            if dim.type == "categorical":  # every choice must make a valid config
-                for choice in dim.choices or []:
-                    _resolve(spec, {key: choice, "spectral.enabled": True}, "search.space choice")
+            # every value a search trial can draw must make a valid config (as sweeps/trial.py builds it: SF on)
+            for value in dim.endpoints():
+                where = "search.space choice" if dim.type == "categorical" else f"search.space.{key} value"
+                _resolve(spec, {key: value, "spectral.enabled": True}, where)
         if s.metric not in reported_metrics(base):
             known = ", ".join(sorted(m for m in reported_metrics(base) if m.startswith(C.EVAL_PREFIX)))
             raise SpecError(f"search.metric: {s.metric!r} is never reported by these trials; they report: {known}")
@@ -344,11 +237,8 @@ def validate_spec(spec: SweepSpec) -> None:
         if s.sampler == "cmaes" and any(d.type == "categorical" for d in s.space.values()):
             pass  # optuna falls back to independent sampling for categorical dims; documented, allowed
         baseline_plans(spec)
-    r = spec.resources
     if r.use_gpu is False and r.gpus_per_worker > 0:
         raise SpecError(f"resources.gpus_per_worker: {r.gpus_per_worker} with use_gpu: false")
-    if base.optim.batch_size % r.workers:
-        raise SpecError(f"resources.workers: {r.workers} does not divide base.optim.batch_size {base.optim.batch_size}")
     if spec.seeds is not None:
         _validate_seeds(spec, base)
     if spec.analysis.primary not in reported_metrics(base):

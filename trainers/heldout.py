@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from trainers.config import TrainConfig
     from trainers.flow import Model, RectifiedFlow
 
-__all__ = ["T_BUCKET_EDGES", "HeldOutLoss", "bucket_denoise_loss", "fixed_eval_batch", "fixed_noise", "t_grid"]
+__all__ = ["T_BUCKET_EDGES", "HeldOutLoss", "bucket_denoise_loss", "empty_buckets", "fixed_eval_batch", "fixed_noise",
+           "t_grid"]
 
 _EVAL_TAG = 0x6576616C  # separates the eval-batch draw from other uses of the data seed
 _NOISE_SEED = 10_007  # offset of the fixed noise's seed from the data seed
@@ -82,12 +83,24 @@ def bucket_denoise_loss(t_grid: Sequence[float] | Tensor, losses: Sequence[float
         raise ValueError(f"t_grid: times {outside.tolist()} lie outside edges [{e[0]}, {e[-1]}]")
     out = {DENOISE_LOSS: float(loss.mean())}
     for i, (lo, hi) in enumerate(zip(e, e[1:])):
-        last = i == len(e) - 2
-        inside = (t >= lo) & ((t <= hi) if last else (t < hi))
+        inside = _in_bucket(t, lo, hi, last=i == len(e) - 2)
         if not inside.any():
             raise ValueError(f"edges: bucket [{lo}, {hi}] holds no t of t_grid {t.tolist()}")
         out[denoise_bucket_key(lo, hi)] = float(loss[inside].mean())
     return out
+
+
+def _in_bucket(t: Tensor, lo: float, hi: float, *, last: bool) -> Tensor:
+    return (t >= lo) & ((t <= hi) if last else (t < hi))  # [lo, hi), the last bucket [lo, hi]
+
+
+def empty_buckets(points: int, edges: Sequence[float] = T_BUCKET_EDGES) -> list[tuple[float, float]]:
+    """The buckets that no t of `t_grid(points)` falls in (each must hold one): the rule config validation states
+    for eval.denoise_t_points, computed with the grid and bucket test the loss itself uses."""
+    t = t_grid(points).to(torch.float64)
+    e = [float(v) for v in edges]
+    return [(lo, hi) for i, (lo, hi) in enumerate(zip(e, e[1:]))
+            if not _in_bucket(t, lo, hi, last=i == len(e) - 2).any()]
 
 
 class HeldOutLoss:
