@@ -370,14 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
             "manifest.json (counts, classes, image size, source, crop recipe, per-shard sha256). Train on it with "
             "data: {name: prepared, root: DEST, image_size: N} (DEST may later be copied to s3:// or gs://). "
             "Rerunning a killed prepare continues it; unreadable images are listed in one line."),
-        epilog="examples:
-"
-               "  specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256
-"
-               "  specforce prepare photos/ data/photos64 --dataset imagefolder --image-size 64 --workers 2
-"
-               "  specforce prepare - data/digits16 --dataset digits --image-size 16   # built-in data: SRC unused
-"
+        epilog="examples:\n"
+               "  specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256\n"
+               "  specforce prepare photos/ data/photos64 --dataset imagefolder --image-size 64 --workers 2\n"
+               "  specforce prepare - data/digits16 --dataset digits --image-size 16   # built-in data: SRC unused\n"
                "  specforce prepare /data/in256 --verify            # reread every shard, compare sha256s")
     p.add_argument("src", metavar="SRC", help="the source: a folder (imagenet: with train/ and val/; imagefolder: "
                    "<class>/<image>; cifar10: holding cifar-10-batches-py/); ignored for mnist and digits. With "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import time
 
 import specforce_contracts as C
 from trainers.config import TrainConfig
@@ -73,7 +74,14 @@ def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: st
 
             raise UserError("--run-name" if run_name else "--out", "the MLflow run name may not contain quotes", name)
         uri = tracking.check_tracking_uri(tracking_uri, creates_store=True)
+    t0 = time.perf_counter()
     check_environment(cfg)
+    if dry_run:
+        from sweeps.preflight import raw_folder_note
+
+        note = raw_folder_note(cfg, time.perf_counter() - t0)
+        if note:
+            print(note, file=sys.stderr, flush=True)
     if "fid" in cfg.eval.metrics or "is" in cfg.eval.metrics:
         check_inception_weights(cfg, dry_run=dry_run)
     return uri

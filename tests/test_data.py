@@ -83,7 +83,7 @@ def write_cifar(root, sizes=(4, 4, 4, 4, 4), test_size=3, seed=0):
 
 # ------------------------------------------------------------------------------------------------- registry / args
 def test_registry_names():
-    assert set(DATASETS) == {"grf", "mnist", "digits", "cifar10", "imagefolder", "imagenet"}
+    assert set(DATASETS) == {"grf", "mnist", "digits", "cifar10", "imagefolder", "imagenet", "prepared"}
 
 
 def test_unknown_dataset_lists_known_ones():

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from trainers.datasets.base import ImageDataset, check_bool, flip_draw, pixels_to_float
-from trainers.datasets.folder_index import cached_index
+from trainers.datasets.folder_index import cache_dir, cached_index  # noqa: F401 (cache_dir: public here)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_CLASSES = 1000
