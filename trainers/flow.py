@@ -144,18 +144,24 @@ class RectifiedFlow:
         if torch.is_floating_point(y) or y.dtype == torch.bool or torch.is_complex(y):
             raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
 
-    def loss(self, model: Model, x: Tensor, y: Tensor, *,
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, model: Model, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None,
+             shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, dict[str, Tensor]]:
         """One training loss: draws t, eps and label dropout, runs `model(z, t, y)`, returns (loss, stats).
 
         stats (all detached): "t" [B], "loss_per_sample" [B] and "label_dropped" [B] bool, so the loop can
         log the loss per t-bucket without a second forward.
+
+        shard=(rank, world): x is one rank's share of a global batch of world * B samples, its row i being global row
+        rank + i * world (trainers/data.py's sharding). t, eps and dropout are drawn for the whole global batch from
+        `generator` (the same on every rank) and this rank's rows kept, so any number of ranks draws what one process
+        draws for the global batch; (0, 1) is the plain single-process draw.
         """
         self._check_batch(x, y)
-        b = x.shape[0]
-        t = self.sample_t(b, generator=generator, device=x.device)
-        eps = self.noise_like(x, generator)
-        drop = torch.rand(b, generator=generator, device=x.device) < self.label_drop
+        rank, world = shard
+        b, rows = x.shape[0], slice(rank, None, world)
+        t = self.sample_t(b * world, generator=generator, device=x.device)[rows]
+        eps = self.noise_like(x if world == 1 else x.new_empty((b * world, *x.shape[1:])), generator)[rows]
+        drop = (torch.rand(b * world, generator=generator, device=x.device) < self.label_drop)[rows]
         y = torch.where(drop, torch.full_like(y, self.null_class), y)
         z = self.interpolate(x, eps, t)
         x_hat = model(z, t, y)

@@ -4,12 +4,13 @@
     python -m trainers.loop sweeps/configs/tiny_train.yaml runs/tiny     # the same without the CLI
 
 Ray Train and MLflow plug in through `Hooks` (see sweeps/trial.py): the loop never imports them. Under
-torch.distributed (Ray Train sets it up) the model is wrapped in DDP, each rank draws its own data shard and noise,
-and logged scalars are float64 sums all-reduced across ranks.
+torch.distributed (Ray Train sets it up) the model is wrapped in DDP, each rank draws its own data shard and its rows
+of the global batch's noise, and logged scalars are float64 sums all-reduced across ranks.
 
 Pairing: the model's initial weights depend only on the seed (Spectral Forcing has no parameters), and the data
-order, t and noise of step k are drawn from generators seeded by (seed, rank, k). Two arms that differ only in SF
-therefore see exactly the same images, times and noise, and a resumed run continues the same stream.
+order, t and noise of step k are drawn from generators seeded by (seed, k), for the global batch (N workers train
+the same stream as one process at the same global batch: tests/test_ddp_equivalence.py). Two arms that differ only
+in SF therefore see exactly the same images, times and noise, and a resumed run continues the same stream.
 
 GPU options (trainers/accel.py), checked against the resolved device at setup, before any data is built:
 `model.compile` compiles every JiT block in place (SF stays eager), `optim.fused` picks the fused AdamW kernel.
@@ -194,9 +195,10 @@ class Trainer:
             lr = lr_at(cfg, run.images_seen)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            gen = step_generator(cfg.seed, self.rank, run.step, 0, run.device)
+            # one generator for every rank (rank 0's): the global batch's t and noise do not depend on the world size
+            gen = step_generator(cfg.seed, 0, run.step, 0, run.device)
             with autocast_for(cfg, run.device):
-                loss, _ = self.flow.loss(run.model, x, y, generator=gen)
+                loss, _ = self.flow.loss(run.model, x, y, generator=gen, shard=(self.rank, self.world))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at {run.images_seen:,d} images")
             run.optimizer.zero_grad(set_to_none=True)
