@@ -1,12 +1,12 @@
 """Run every benchmark in turn (`make bench`); each prints its own figures. Ratios within one run, never pass/fail.
 
-    .venv/bin/python -m benchmarks.run_all            # ~13 min on 2 CPU cores
+    .venv/bin/python -m benchmarks.run_all            # ~25 min on 2 CPU cores
 """
 import subprocess
 import sys
 
 BENCHMARKS = ["bench_sf_cost", "bench_jit_throughput", "bench_eval", "bench_report", "bench_sweep_overhead",
-              "bench_sequential"]
+              "bench_sequential", "bench_formats", "bench_data"]
 
 if __name__ == "__main__":
     failed = []
