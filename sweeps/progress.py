@@ -77,6 +77,7 @@ class PhaseState:
     started: float
     done: int = 0
     failed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # failed trial -> its exception line, repeated at the end
     running: dict[str, TrialState] = field(default_factory=dict)
     last_finished: tuple[str, float | None] | None = None
 
@@ -404,7 +405,8 @@ class ProgressView(Callback):
         self.state.running.pop(key, None)
         self.state.failed += 1
         error_file = getattr(trial, "error_file", None)
-        self.console.print(f"[{self.state.phase}] trial {key} FAILED: {_last_line(error_file)} "
+        self.state.errors[key] = _last_line(error_file)
+        self.console.print(f"[{self.state.phase}] trial {key} FAILED: {self.state.errors[key]} "
                            f"(traceback: {error_file}; Ray's logs: {self.console.log.path})")
         self._draw(force=True)
 
@@ -452,10 +454,16 @@ class ProgressView(Callback):
             return
         summary = render_summary(self.state, time.time())
         self.console.log.write(summary + "\n")
+        # the failures again under the summary: the lines printed while the phase ran may have scrolled away
+        failures = [f"[{self.state.phase}] FAILED trial {key}: {error}" for key, error in self.state.errors.items()]
+        for line in failures:
+            self.console.log.write(line + "\n")
         if self.console.live:
             self._replace([summary])
+            for line in failures:
+                print(line, file=self.out, flush=True)
         else:
-            print(summary, file=self.out, flush=True)
+            print(summary, *failures, sep="\n", file=self.out, flush=True)
         self._finished = True
 
 

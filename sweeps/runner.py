@@ -10,10 +10,13 @@ A spec with adaptive `seeds:` runs its grid as rounds `grid-r1`, `grid-r2`, ... 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,9 +82,12 @@ class ProgressPrinter(Callback):
               f"{time.time() - self.t0:.0f}s elapsed)", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        from sweeps.progress import _last_line
+
         self.done += 1
-        print(f"[{self.phase}] trial {_key(trial)} FAILED ({self.done}/{self.total}); see MLflow run logs",
-              flush=True)
+        error_file = getattr(trial, "error_file", None)
+        print(f"[{self.phase}] trial {_key(trial)} FAILED ({self.done}/{self.total}): {_last_line(error_file)} "
+              f"(traceback: {error_file})", flush=True)
 
 
 def _key(trial) -> str:
@@ -216,8 +222,27 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
 
     check_or_record(spec, sweep_root, resume)  # refuses --resume with an edited spec
 
-    with SweepConsole(log_path_for(storage, spec.name), verbose=verbose) as console:
+    with SweepConsole(log_path_for(storage, spec.name), verbose=verbose) as console, _sigterm_interrupts():
         return _run_phases(spec, tracking_uri, storage, sweep_root, phases, resume, address, num_cpus, console)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt in the driver while the sweep runs, so `specforce stop` (Ray Jobs sends the
+    entrypoint SIGTERM, then SIGKILL a few seconds later) and a plain `kill` mark the sweep's MLflow runs KILLED
+    instead of leaving them RUNNING forever. Only the main thread may install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def sweep_location(storage: str, name: str) -> str:
