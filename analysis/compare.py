@@ -23,7 +23,7 @@ import pandas as pd
 from analysis.intervals import (MATCHED_INTERACTION, PAIRED, Interval, difference_of_means_ci, interaction_method,
                                 paired_mean_ci, sign_flip_p_value)
 from analysis.power import pairs_for_power
-from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problem, usable_runs
+from analysis.selection import EXCLUDED_COLUMNS, context_columns, status_problems, usable_runs
 from specforce_contracts import FITTED_PREFIX, SF_USED_PREFIX
 
 COMPARISON_COLUMNS = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high",
@@ -51,8 +51,12 @@ class Comparison:
     min_effect: float | None = None  # effect size the power column plans for (None: the observed |delta|)
 
 
-def _label(row: pd.Series, cols: list[str]) -> str:
-    return ", ".join(f"{c.removeprefix('params.')}={row[c]}" for c in cols)
+def _labels(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """"key=value, key=value" per row over `cols` (str() of each value, as an f-string would print it)."""
+    out = pd.Series("", index=frame.index, dtype=object)
+    for i, c in enumerate(cols):
+        out = out + ("" if i == 0 else ", ") + f"{c.removeprefix('params.')}=" + frame[c].map(str)
+    return out
 
 
 def label_arms(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -62,15 +66,15 @@ def label_arms(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     arm_cols = sorted(c for c in reference.columns if c.startswith("params.spectral.")
                       and not c.startswith(_ARM_EXCLUDE) and sf_ref[c].astype("string").nunique() > 1)
     out = runs.copy()
-    out["context"] = out.apply(lambda r: _label(r, ctx_cols), axis=1) if len(out) else pd.Series(dtype=str)
-    sf_labels = out.apply(lambda r: _label(r, arm_cols), axis=1) if len(out) else pd.Series(dtype=str)
+    out["context"] = _labels(out, ctx_cols)
+    sf_labels = _labels(out, arm_cols)
     out["sf_config"] = np.where(out["sf"] == True, sf_labels, "")  # noqa: E712
     return out
 
 
 def comparable_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed trials that take part in arm comparisons: baselines and grid (non-searched) SF runs."""
-    ok = runs[runs.apply(status_problem, axis=1).isna()] if len(runs) else runs
+    ok = runs[status_problems(runs).isna()] if len(runs) else runs
     return ok[(ok["sf"] == False) | ok["search"].isna()]  # noqa: E712
 
 
@@ -121,15 +125,16 @@ def compare_arms(runs: pd.DataFrame, metrics: Sequence[str], *, confidence: floa
                     **_power(d, ci, min_effect if metric == primary else None),
                     "sf_config": config, "context": context, "n_baseline": len(base), "n_sf": len(sf),
                     "note": ci.note if len(paired) else _unpaired_note(base, sf)})
-                for _, p in paired.iterrows():
-                    pair_rows.append({"metric": metric, "context": context, "sf_config": config,
-                                      "patch_size": int(patch), "tokens": rows[-1]["tokens"], "seed": int(p["seed"]),
-                                      "baseline_run_id": p["run_id_b"], "sf_run_id": p["run_id_s"],
-                                      "baseline": p[f"{value}_b"], "sf": p[f"{value}_s"],
-                                      "delta": p[f"{value}_s"] - p[f"{value}_b"]})
+                pair_rows.append(pd.DataFrame({  # one frame per comparison: an iterrows per pair was seconds
+                    "metric": metric, "context": context, "sf_config": config, "patch_size": int(patch),
+                    "tokens": rows[-1]["tokens"], "seed": paired["seed"].astype(int).to_numpy(),
+                    "baseline_run_id": paired["run_id_b"].to_numpy(), "sf_run_id": paired["run_id_s"].to_numpy(),
+                    "baseline": paired[f"{value}_b"].to_numpy(), "sf": paired[f"{value}_s"].to_numpy(),
+                    "delta": d}, columns=PAIR_COLUMNS))
     comparisons = _sorted(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), list(metrics))
     comparisons["p_holm"] = holm_column(comparisons, primary)
-    pairs = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
+    pairs = (pd.concat([p for p in pair_rows if len(p)], ignore_index=True) if any(len(p) for p in pair_rows)
+             else pd.DataFrame(columns=PAIR_COLUMNS))
     for _, rows_g in comparisons[comparisons["n_pairs"] > 0].groupby(["metric", "context", "sf_config"], sort=False):
         for (_, coarse), (_, fine) in combinations(rows_g.sort_values("patch_size", ascending=False).iterrows(), 2):
             inter_rows.append(_interaction(coarse, fine, pairs, confidence, inter_method, n_resamples, seed))

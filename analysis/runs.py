@@ -13,7 +13,6 @@ The history table is long: `run_id, metric, step, value, timestamp` (step = trai
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -21,6 +20,8 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from analysis.history import HISTORY_COLUMNS, bulk_histories, per_key_histories
+from analysis.sqlstore import read_store, sql_engine
 import specforce_contracts as contracts
 from specforce_contracts import default_tracking_uri, higher_is_better  # noqa: F401 (analysis' public names)
 
@@ -31,7 +32,6 @@ PAGE_SIZE = 1000  # search_runs pages; a sweep of thousands of trials takes seve
 IDENTITY_COLUMNS = ("run_id", "run_name", "experiment", "experiment_id", "sweep_run_id", "sweep_name", "trial_id",
                     "role", "status", "mlflow_status", "search", "provenance", "start_time", "end_time")
 TYPED_COLUMNS = ("patch_size", "tokens", "image_size", "seed", "sf", "schedule", "alpha")
-HISTORY_COLUMNS = ("run_id", "metric", "step", "value", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -135,21 +135,6 @@ def _row(run, experiments: dict[str, str], sweep_names: dict[str, str]) -> dict:
     return row
 
 
-def _histories(client: MlflowClient, runs: list, workers: int) -> pd.DataFrame:
-    jobs = [(run.info.run_id, key) for run in runs for key in sorted(run.data.metrics)]
-
-    def fetch(job):
-        run_id, key = job
-        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
-
-    # one query per (run, metric): threads overlap the round trips of a remote tracking server
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = [r for chunk in pool.map(fetch, jobs) for r in chunk]
-    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    return frame.astype({"run_id": "string", "metric": "string", "step": "int64", "value": "float64",
-                         "timestamp": "int64"})
-
-
 def _best(history: pd.DataFrame) -> pd.DataFrame:
     """Wide table run_id -> best.<metric> (min, or max for higher-is-better metrics), NaN values ignored."""
     if history.empty:
@@ -163,8 +148,12 @@ def _best(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_tables(experiments: str | Sequence[str], tracking_uri: str, *, with_history: bool = True,
-                workers: int = 4) -> RunTables:
-    """Runs, metric histories and sweep parent runs of the named experiments (all sweeps of each)."""
+                workers: int = 4, bulk: bool = True) -> RunTables:
+    """Runs, metric histories and sweep parent runs of the named experiments (all sweeps of each).
+
+    bulk=True (default): a SQL store is read table by table (analysis.sqlstore), any other store through
+    search_runs and the bulk history reader (analysis.history). bulk=False pages through search_runs and reads each
+    (run, metric) history with its own call, as the report did before (the tests' and benchmark's reference)."""
     names = _as_list(experiments)
     if not isinstance(tracking_uri, str) or not tracking_uri:
         raise ValueError(f"tracking_uri must be a non-empty string, got {tracking_uri!r}")
@@ -172,15 +161,24 @@ def load_tables(experiments: str | Sequence[str], tracking_uri: str, *, with_his
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     client = MlflowClient(tracking_uri)
     exp_ids = _experiment_ids(client, names, tracking_uri)
-    runs = list(all_runs(client, list(exp_ids)))
+    direct = bulk and sql_engine(client) is not None
+    if direct:
+        runs, sql_history = read_store(client, list(exp_ids), with_history=with_history)
+    else:
+        runs = list(all_runs(client, list(exp_ids)))
     sweeps = [r for r in runs if r.data.tags.get(ROLE) == contracts.ROLE_SWEEP]
     others = [r for r in runs if r.data.tags.get(ROLE) != contracts.ROLE_SWEEP]
     sweep_names = {r.info.run_id: r.info.run_name for r in sweeps}
     table = pd.DataFrame([_row(r, exp_ids, sweep_names) for r in others])
     if table.empty:
         table = pd.DataFrame(columns=list(IDENTITY_COLUMNS + TYPED_COLUMNS))
-    history = (_histories(client, others, workers) if with_history
-               else pd.DataFrame(columns=list(HISTORY_COLUMNS)))
+    if not with_history:
+        history = pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    elif direct:  # the store's metrics table holds the sweep runs' metrics too: keep the others' only
+        keep = sql_history["run_id"].isin([r.info.run_id for r in others])
+        history = sql_history[keep].reset_index(drop=True)
+    else:
+        history = (bulk_histories if bulk else per_key_histories)(client, others, workers)
     if with_history and len(table):
         table = table.merge(_best(history), left_on="run_id", right_index=True, how="left")
     table = _typed(table)
