@@ -40,11 +40,27 @@ def _figure(n_panels: int, width: float = 4.2, height: float = 3.4, max_cols: in
     return fig, axes[:n_panels]
 
 
+VECTOR_FORMATS = ("pdf", "svg")  # every figure also as vector graphics, for papers (report.tex includes the PDFs)
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
+    """The PNG (embedded in report.html) and, beside it, the same figure as PDF and SVG; returns the PNG's path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    for fmt in VECTOR_FORMATS:  # the layout is already computed: each vector copy is a plain redraw
+        fig.savefig(path.with_suffix(f".{fmt}"), metadata={"Creator": "specforce report", "Date": None} if fmt == "svg"
+                    else {"Creator": "specforce report", "CreationDate": None})
     return path
+
+
+MAX_DOTS = 100  # seeds drawn as dots per arm and patch size; beyond, a fixed-seed sample (the mean ± SD uses all)
+
+
+def _at_most(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    """At most n rows per patch size, a fixed-seed sample: 10,000 dots say no more than 100 and cost seconds in SVG."""
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    return shuffled[shuffled.groupby("patch_size").cumcount() < n]
 
 
 def _better(metric: str) -> str:
@@ -76,8 +92,9 @@ def plot_metric_vs_patch(values: Mapping[str, pd.DataFrame], path: str | Path) -
                 xs = np.array([x_of[p] for p in stats.index]) + shift
                 ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), fmt="o-", color=ARM_COLORS[sf],
                             capsize=4, lw=1.8, ms=7, label=f"{ARM_NAMES[sf]} (mean ± SD)")
-                jitter = np.array([x_of[p] for p in arm["patch_size"]]) + shift + 0.05 * np.sign(shift)
-                ax.scatter(jitter, arm["value"], s=14, color=ARM_COLORS[sf], alpha=0.45, zorder=3)
+                dots = _at_most(arm, MAX_DOTS)
+                jitter = np.array([x_of[p] for p in dots["patch_size"]]) + shift + 0.05 * np.sign(shift)
+                ax.scatter(jitter, dots["value"], s=14, color=ARM_COLORS[sf], alpha=0.45, zorder=3)
             floor = frame["floor"].dropna() if "floor" in frame else pd.Series(dtype=float)
             if len(floor):
                 ax.axhline(floor.mean(), color="0.45", ls=":", lw=1.2, label="data-vs-data floor")
@@ -179,7 +196,12 @@ def plot_training_curves(history: pd.DataFrame, runs: pd.DataFrame, metrics: Seq
         return None
     patches = sorted(runs["patch_size"].dropna().unique(), reverse=True)
     arms = runs.set_index("run_id")[["sf", "patch_size"]]
-    data = history[history["run_id"].isin(arms.index) & history["metric"].isin(metrics)].join(arms, on="run_id")
+    data = history[history["metric"].isin(metrics)]
+    data = data[data["run_id"].isin(arms.index)].join(arms, on="run_id")
+    data = data.assign(metric=data["metric"].astype(object), sf=data["sf"].astype(bool))
+    # one grouping for every panel: filtering the long history per panel and arm cost seconds at 1,000 runs
+    stats = data.groupby(["metric", "patch_size", "sf", "step"])["value"].agg(["median", "min", "max"])
+    seeds = data.groupby(["metric", "patch_size", "sf"])["run_id"].nunique()
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(4.2 * len(patches), 3.0 * len(metrics)), layout="constrained")
         axes = fig.subplots(len(metrics), len(patches), squeeze=False)
@@ -187,13 +209,12 @@ def plot_training_curves(history: pd.DataFrame, runs: pd.DataFrame, metrics: Seq
             for c, patch in enumerate(patches):
                 ax = axes[r][c]
                 for sf in (False, True):
-                    part = data[(data["metric"] == metric) & (data["patch_size"] == patch) & (data["sf"] == sf)]
-                    if part.empty:
+                    if (metric, patch, sf) not in seeds.index:
                         continue
-                    stats = part.groupby("step")["value"].agg(["median", "min", "max"])
-                    ax.plot(stats.index, stats["median"], color=ARM_COLORS[sf], lw=1.8,
-                            label=f"{ARM_NAMES[sf]} ({part['run_id'].nunique()} seeds)")
-                    ax.fill_between(stats.index, stats["min"], stats["max"], color=ARM_COLORS[sf], alpha=0.18)
+                    part = stats.loc[(metric, patch, sf)]
+                    ax.plot(part.index, part["median"], color=ARM_COLORS[sf], lw=1.8,
+                            label=f"{ARM_NAMES[sf]} ({seeds.loc[(metric, patch, sf)]} seeds)")
+                    ax.fill_between(part.index, part["min"], part["max"], color=ARM_COLORS[sf], alpha=0.18)
                 ax.set_title(f"{metric} · patch {int(patch)}")
                 ax.set_xlabel("training images seen")
                 ax.set_ylabel(metric.split("/", 1)[-1])

@@ -36,7 +36,8 @@ from analysis.compare import Comparison, comparable_trials, gain_difference_ci, 
 from analysis.intervals import MATCHED_INTERACTION, difference_of_means_ci, method_label
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns
-from analysis.verdict import fmt, fmt_p, pct, short
+from analysis.numbers import fmt_ci
+from analysis.verdict import fmt_p, pct, short
 
 RATIO_PARAM = "params.model.compression_ratio"
 BOTTLENECK_PARAM = "params.model.bottleneck"
@@ -203,7 +204,7 @@ def regime_sentences(ratios: pd.DataFrame, trends: pd.DataFrame, comparison: Com
         lo_row = rows[rows["compression_ratio"] == t["low_ratio"]].iloc[0]
         ends = []
         for r in (hi_row, lo_row):
-            e, lo, hi = fmt(r["delta"], r["ci_low"], r["ci_high"])
+            e, lo, hi = fmt_ci(r["delta"], r["ci_low"], r["ci_high"])
             ends.append(f"at {_x(r['compression_ratio'])} Δ {e} [{lo}, {hi}]")
         if comparison.method in MATCHED_INTERACTION:
             # an adaptive sweep: its stopping rule made only the family's intervals valid at the stopping time; a
@@ -213,7 +214,7 @@ def regime_sentences(ratios: pd.DataFrame, trends: pd.DataFrame, comparison: Com
         elif not (math.isfinite(gl) and math.isfinite(gh)):
             trend = f"no trend estimate for SF's gain in {short(metric)} (too few pairs)"
         else:
-            e, lo, hi = fmt(g, gl, gh)
+            e, lo, hi = fmt_ci(g, gl, gh)
             stats_text = (f"gain per doubling of the ratio {e} ({pct(conf)} CI [{lo}, {hi}], p = {fmt_p(t['slope_p'])}, "
                           f"least-squares slope of {int(t['n_pairs'])} seed-paired differences on log2 ratio, "
                           "Welch-Satterthwaite)")
@@ -225,7 +226,7 @@ def regime_sentences(ratios: pd.DataFrame, trends: pd.DataFrame, comparison: Com
                 trend = f"no clear trend of SF's gain in {short(metric)} with compression: {stats_text}"
         ext = ""
         if math.isfinite(t["extremes_low"]):
-            e, lo, hi = fmt(flip * t["extremes_difference"], *sorted((flip * t["extremes_low"],
+            e, lo, hi = fmt_ci(flip * t["extremes_difference"], *sorted((flip * t["extremes_low"],
                                                                     flip * t["extremes_high"])))
             ext = (f"; gain at {_x(t['high_ratio'])} minus gain at {_x(t['low_ratio'])}: {e} ({pct(conf)} CI [{lo}, "
                    f"{hi}], {method_label(comparison.interaction_method)})")

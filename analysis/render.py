@@ -30,6 +30,10 @@ class Section:
     figures: list[Plot] = field(default_factory=list)
     bullets: list[str] = field(default_factory=list)
     css_class: str = ""
+    tables_first: bool = False  # tables above figures (the first screen: numbers, then the forest plot)
+    details: list[str] = field(default_factory=list)  # folded away in HTML (<details>), a plain list in Markdown
+    details_title: str = ""
+    after: list[str] = field(default_factory=list)  # paragraphs below the tables and figures
 
 
 def cell(value) -> str:
@@ -54,6 +58,10 @@ section h2 { font-size:19px; margin:0 0 10px; }
 section.verdict { border-left:6px solid var(--sf); }
 section.verdict p:first-of-type { font-size:18px; font-weight:600; }
 section.todo { border-left:6px solid #f2b134; }
+section.verdict table { font-size:14px; }
+section.verdict tbody tr:last-child td { border-top:2px solid #c9ced6; }
+details summary { cursor:pointer; color:var(--muted); font-size:13px; margin-top:6px; }
+section.methods p { font-size:14px; }
 figure { margin:14px 0; text-align:center; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; background:#fff; }
 figcaption { color:var(--muted); font-size:13px; margin-top:4px; }
@@ -95,8 +103,12 @@ def to_html(title: str, subtitle: str, sections: list[Section], footer: str = ""
         parts += [f"<p>{html.escape(p)}</p>" for p in s.paragraphs]
         if s.bullets:
             parts.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in s.bullets) + "</ul>")
-        parts += [_figure_html(f) for f in s.figures]
-        parts += [_table_html(c, t) for c, t in s.tables]
+        figures, tables = [_figure_html(f) for f in s.figures], [_table_html(c, t) for c, t in s.tables]
+        parts += tables + figures if s.tables_first else figures + tables
+        parts += [f"<p>{html.escape(p)}</p>" for p in s.after]
+        if s.details:
+            parts.append(f"<details><summary>{html.escape(s.details_title or 'More')}</summary><ul>"
+                         + "".join(f"<li>{html.escape(b)}</li>" for b in s.details) + "</ul></details>")
         parts.append("</section>")
     if footer:
         parts.append(f"<footer>{html.escape(footer)}</footer>")
@@ -125,10 +137,14 @@ def to_markdown(title: str, sections: list[Section], subtitle: str = "", footer:
             out += [p, ""]
         if s.bullets:
             out += [f"- {b}" for b in s.bullets] + [""]
-        for f in s.figures:
-            out += [f"![{f.caption}]({Path(f.path).name})", "", f"*{f.caption}*", ""]
-        for c, t in s.tables:
-            out += [_table_md(c, t), ""]
+        figures = [[f"![{f.caption}]({Path(f.path).name})", "", f"*{f.caption}*", ""] for f in s.figures]
+        tables = [[_table_md(c, t), ""] for c, t in s.tables]
+        for block in (tables + figures if s.tables_first else figures + tables):
+            out += block
+        for p in s.after:
+            out += [p, ""]
+        if s.details:
+            out += [f"**{s.details_title or 'More'}**", ""] + [f"- {b}" for b in s.details] + [""]
     if footer:
         out += ["---", footer, ""]
     return "\n".join(out)

@@ -33,9 +33,14 @@ from analysis.resolution import order_secondary, resolution_table
 from analysis.render import to_html, to_markdown
 from analysis.schedules import schedule_from_params
 from analysis.tables import write_parquet
-from analysis.verdict import main_group, missing_arms, power_messages, verdict
+from analysis.forest import forest_rows, plot_forest
+from analysis.front import primary_caption
+from analysis.headline import interaction_table, main_interaction, main_rows, primary_table, secondary_table
+from analysis.latex import write_latex
+from analysis.verdict import main_group, missing_arms, pct, power_messages, verdict
 import specforce_contracts as C
 
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description (shown in the UI's run list and run page)
 HEADLINE = (C.FID, C.FD_PIXEL, C.DENOISE_LOSS, C.IS)
 DEFAULT_PRIMARY = C.DENOISE_LOSS  # the low-variance measure (DESIGN.md §4), when the runs logged it
 SPECTRAL_ERRORS = tuple(C.SPEC_ERR_PREFIX + band for band in C.SPECTRUM_BANDS)
@@ -61,6 +66,7 @@ class ReportResult:
     primary_source: str = ""  # where it came from: the argument, the spec's analysis section, or the default
     regime: list[str] = field(default_factory=list)  # SF gain vs compression ratio in words (when the runs vary it)
     resolution: pd.DataFrame | None = None  # floor measures: do they separate the arms at this n (analysis.resolution)
+    tex_path: Path | None = None  # report.tex (booktabs tables table_*.tex beside it)
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
@@ -162,7 +168,8 @@ def _schedule_configs(runs: pd.DataFrame, best: pd.DataFrame) -> list[tuple[str,
         picks += [runs.set_index("run_id").loc[best.iloc[0]["run_id"]].rename(best.iloc[0]["run_id"])]
     configs: dict[str, dict] = {}
     for row in picks:
-        params = {k.removeprefix("params."): v for k, v in row.items() if str(k).startswith("params.")}
+        # a trial that failed before logging its config has NaN in every params column: no schedule to draw
+        params = {k.removeprefix("params."): v for k, v in row.items() if str(k).startswith("params.") and pd.notna(v)}
         if params.get("spectral.schedule") in (None, "none"):
             continue
         kw = schedule_from_params(params)
@@ -214,7 +221,10 @@ def _figures(out: Path, tracking_uri: str, tables: RunTables, metrics: list[str]
     headline = [m for m in metrics if not m.startswith(C.DENOISE_BUCKET_PREFIX)][:4]
     values = {m: metric_values(tables.runs, m, main_group(comparison, m)) for m in headline}
     head_table = comparison.comparisons[comparison.comparisons["metric"].isin(headline)]
+    rows, inter = forest_rows(main_rows(comparison, primary), main_interaction(comparison, primary))
     figs = {
+        "forest": plot_forest(rows, inter, primary, f"{pct(comparison.confidence)} "
+                              f"{method_label(comparison.method)} interval", out / "forest.png"),
         "metric_vs_patch": plots.plot_metric_vs_patch(values, out / "metric_vs_patch.png"),
         "gain_vs_tokens": plots.plot_gain_vs_tokens(head_table, out / "gain_vs_tokens.png"),
         "bucket_gains": plots.plot_bucket_gains(comparison.comparisons, out / "gain_per_t_bucket.png"),
@@ -278,7 +288,8 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     ratios = ratio_table(tables.runs, comparison, primary)
     trends = trend_table(ratios, comparison)
     regime = regime_sentences(ratios, trends, comparison) if varies_ratio(ratios) else []
-    messages = missing_arms(tables.runs) + power_messages(comparison)
+    missing = missing_arms(tables.runs)
+    messages = missing + power_messages(comparison)
     space, spec_metric = _spec_space(tracking_uri, tables)
     search = None
     if (tables.runs["search"] == C.SEARCH_OPTUNA).any():
@@ -301,24 +312,44 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
     title = f"Spectral Forcing ablation · {', '.join(experiments)}"
     subtitle = (f"{len(trials)} trial runs in {len(tables.sweeps)} sweep(s) · tracking store {tracking_uri} · "
                 f"generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    sections = build_sections(tables, chosen, comparison, sentence, messages, excluded, figures, search,
-                              primary_source, regime=(regime, ratios, trends), resolution=resolution)
+    sections = build_sections(tables, chosen, comparison, sentence, missing, excluded, figures, search,
+                              primary_source, regime=(regime, ratios, trends), resolution=resolution,
+                              n_resamples=n_resamples)
     if adaptive is not None:  # right after the verdict: seeds per arm, rounds, why the sweep stopped
         sections.insert(1, adaptive.section())
-    resampled = (f", {n_resamples} resamples, rng seed 0" if "bootstrap" in method_label(method) else "")
-    footer = (f"Deltas are SF − baseline over seed-matched pairs (same seed and config). Intervals: "
-              f"{confidence:.0%} {method_label(method)} for the mean paired difference{resampled}; "
-              f"{method_label(comparison.interaction_method)} for the difference of the gains at two patch sizes "
-              "(independent pairs). Undefined with fewer than 2 pairs. Sign-flip p-values are exact (all 2^n sign "
-              "patterns). Power: paired t-test, two-sided 5%, noncentral t, SD of the observed paired differences.")
+    footer = ("For papers: report.tex and its booktabs tables (table_*.tex); every figure also as PDF and SVG beside "
+              "the PNG. Data: runs.parquet, history.parquet, comparisons.csv, interactions.csv.")
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(to_html(title, subtitle, sections, footer), encoding="utf-8")
     md_path.write_text(to_markdown(title, sections, subtitle, footer), encoding="utf-8")
+    tex_path = write_paper_files(out, title, sentence, sections, comparison, chosen, figures, tables.runs)
     if target is not None:
         client.log_artifacts(target, str(out), artifact_path=C.ARTIFACT_REPORT_DIR)
+        # the run list's Description column shows the note: the answer without opening a file
+        client.set_tag(target, NOTE_TAG, sentence)
     return ReportResult(sentence, out, html_path, md_path, runs_path, history_path, comparisons_path, chosen,
                         comparison, messages, excluded, figures, search, target, primary, primary_source, regime,
-                        resolution)
+                        resolution, tex_path)
+
+
+def write_paper_files(out: Path, title: str, sentence: str, sections: list, comparison: Comparison,
+                      metrics: list[str], figures: dict[str, Path], runs: pd.DataFrame) -> Path:
+    """report.tex with table_primary/secondary/interaction.tex beside it (analysis.latex)."""
+    primary = comparison.primary
+    inter = interaction_table(comparison, metrics)
+    paired = f"{pct(comparison.confidence)} {method_label(comparison.method)}"
+    tables = [("table_primary", primary_caption(comparison, primary) + " Pairs: seed pairs (coarse / fine).",
+               primary_table(runs, comparison, primary), True),
+              ("table_secondary", f"Secondary metrics: Δ = SF − baseline over seed-matched pairs with its {paired} "
+               "interval; pairs: seed pairs; Holm p over every secondary metric × patch size.",
+               secondary_table(comparison, metrics), False),
+              ("table_interaction", "Coarse vs fine: Δ(coarse) − Δ(fine), the difference of the mean SF gains at two "
+               f"patch sizes, {method_label(comparison.interaction_method)} interval; pairs: seed pairs at each "
+               "patch size.", inter, False)]
+    captions = {Path(f.path): f.caption for s in sections for f in s.figures}
+    methods = next((s.paragraphs for s in sections if s.title == "Methods"), [])
+    return write_latex(out, title, sentence, tables, [(p, captions.get(p, p.stem)) for p in figures.values()],
+                       methods)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """The report's content: which sections, in which order, with which sentences, tables and figures.
 
-Rendering (HTML/Markdown) lives in `analysis.render`; this module only decides what a reader sees first
-(the verdict), then the evidence, then what was left out and why.
+Rendering (HTML/Markdown) lives in `analysis.render`; this module only decides the order: what a reader sees first
+(the verdict with its table and forest plot, secondary metrics, what to run next: analysis.front), then the
+evidence, then what was left out and why, and Methods last.
 
     python -m analysis.report --experiment demo --out reports/demo   # builds these sections
 """
@@ -17,7 +18,9 @@ from analysis.render import Plot, Section
 from analysis.runs import RunTables
 from analysis.search import SearchSummary
 from analysis.resolution import AT_FLOOR
-from analysis.verdict import BUCKET_PREFIX, details, fmt, fmt_p, pct, verdict
+from analysis.numbers import ci_decimals, fmt_ci, fmt_num, sig_decimals
+from analysis.front import methods_section, next_runs_section, secondary_section, verdict_section
+from analysis.verdict import BUCKET_PREFIX, fmt_p, pct
 
 EXCLUDED_BY_RUN = ["run_name", "experiment", "reason", "metrics", "run_id"]
 
@@ -35,9 +38,15 @@ def excluded_by_run(excluded: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def _with_ci(row: pd.Series) -> str:
-    est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+    est, lo, hi = fmt_ci(row["delta"], row["ci_low"], row["ci_high"])
     return f"{est} [{lo}, {hi}]" if pd.notna(row["ci_low"]) else (f"{est} (CI undefined)" if pd.notna(row["delta"])
                                                                     else "n/a")
+
+
+def _at_row_decimals(table: pd.DataFrame, column: str) -> list[str]:
+    """A column printed at the decimals of each row's Δ interval (analysis.numbers: one rule for the whole row)."""
+    return [fmt_num(v, d if d is not None else sig_decimals(delta)) for v, d, delta in zip(
+        table[column], (ci_decimals(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"])), table["delta"])]
 
 
 def _p(values: pd.Series) -> list[str]:
@@ -53,7 +62,8 @@ def comparison_table(table: pd.DataFrame, confidence: float = 0.95, primary: str
     role = table["metric"].map(lambda m: " (primary)" if m == primary else "")
     out = pd.DataFrame({
         "metric": table["metric"] + role, "patch": table["patch_size"], "tokens": table["tokens"],
-        "baseline": table["baseline_mean"], "SF": table["sf_mean"], ci_col: table.apply(_with_ci, axis=1),
+        "baseline": _at_row_decimals(table, "baseline_mean"), "SF": _at_row_decimals(table, "sf_mean"),
+        ci_col: table.apply(_with_ci, axis=1),
         "pairs": table["n_pairs"], "p": _p(table["p_value"]), "sign-flip p": _p(table["p_signflip"]),
         "Holm p": [fmt_p(h) if m != primary and pd.notna(h) else "" for m, h in zip(table["metric"], table["p_holm"])],
         "pairs for 80% power": [str(int(k)) if pd.notna(k) and not (lo > 0 or hi < 0) else ""
@@ -74,7 +84,9 @@ def interaction_table(inter: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     return pd.DataFrame({
         "metric": inter["metric"],
         "coarse vs fine": [f"patch {int(c)} vs {int(f)}" for c, f in zip(inter["coarse_patch"], inter["fine_patch"])],
-        "Δ coarse": inter["delta_coarse"], "Δ fine": inter["delta_fine"], ci_col: ci, "p": _p(inter["p_value"]),
+        "Δ coarse": _at_row_decimals(inter.rename(columns={"difference": "delta"}), "delta_coarse"),
+        "Δ fine": _at_row_decimals(inter.rename(columns={"difference": "delta"}), "delta_fine"), ci_col: ci,
+        "p": _p(inter["p_value"]),
         "pairs": [f"{int(a)} / {int(b)}" for a, b in zip(inter["n_pairs_coarse"], inter["n_pairs_fine"])],
         "note": inter["note"]}, columns=cols)
 
@@ -157,26 +169,13 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
                    messages: list[str], excluded: pd.DataFrame, figures: dict[str, Path],
                    search: SearchSummary | None, primary_source: str = "",
                    regime: tuple[list[str], pd.DataFrame, pd.DataFrame] | None = None,
-                   resolution: pd.DataFrame | None = None) -> list[Section]:
+                   resolution: pd.DataFrame | None = None, n_resamples: int = 10_000) -> list[Section]:
+    """The report's sections in reading order; `messages`: the missing or unpaired arms (analysis.verdict)."""
     primary = metrics[0]
-    secondary = [m for m in metrics[1:] if not m.startswith(BUCKET_PREFIX)]
-    others = [verdict(comparison, m) for m in secondary]
     table = comparison.comparisons
-    n_holm = int(table.loc[table["metric"] != primary, "p_value"].notna().sum())
-    declared = f"Primary metric: {primary}" + (f" ({primary_source})" if primary_source else "") + "."
-    if others:
-        buckets = " (t buckets included)" if any(m.startswith(BUCKET_PREFIX) for m in metrics) else ""
-        holm = (f" Holm-adjusted over {n_holm} secondary comparisons (metrics × patch sizes){buckets}"
-                if n_holm else " not adjusted: the interval method gives no p-value")
-        declared += f" The other metrics are secondary; their p-values are{holm}:"
     regime_lines = [f"SF gain vs compression ratio, {s[:1].lower() + s[1:]}" for s in (regime[0] if regime else [])]
-    sections = [Section("Verdict", [sentence, *regime_lines, *details(comparison, primary), method_statement(comparison),
-                                    declared],
-                        bullets=others, css_class="verdict")]
-    if messages:
-        sections.append(Section("What to run next", [
-            "Missing or unpaired arms, and comparisons whose interval includes 0 with the seed pairs that would "
-            "detect the effect:"], bullets=messages, css_class="todo"))
+    sections = [verdict_section(tables.runs, comparison, primary, sentence, regime_lines, figures)]
+    sections += [s for s in (secondary_section(comparison, metrics), next_runs_section(comparison, messages)) if s]
     conf, label = comparison.confidence, method_label(comparison.method)
     if regime is not None and regime[0]:
         sentences, ratios, trends = regime
@@ -208,11 +207,9 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
     inter_buckets = inter["metric"].str.startswith(BUCKET_PREFIX)
     sections.append(Section(
         "SF gain per tokenization",
-        [f"Each Δ is SF minus baseline averaged over seed-matched pairs; a negative Δ is better except for "
-         f"higher-is-better metrics (eval/is, classifier scores and accuracies). Intervals: {pct(conf)} {label}; "
-         f"p: {label} test; sign-flip p: exact permutation test; Holm p: adjusted over the secondary metrics × patch "
-         "sizes; pairs for 80% power: seed pairs a paired t-test would need to detect the effect (only where the "
-         "interval includes 0). Error bars on the left are the SD over seeds; on the right the interval."],
+        [f"Every comparison in full (comparisons.csv): intervals {pct(conf)} {label}; p: {label} test; sign-flip p: "
+         "exact permutation test; Holm p and pairs for 80% power as in Methods. Error bars on the left are the SD "
+         "over seeds; on the right the interval."],
         tables=[("Paired comparisons (comparisons.csv)", comparison_table(headline, conf, primary)),
                 ("Coarse-vs-fine interaction (interactions.csv)", interaction_table(inter[~inter_buckets], conf))],
         figures=_plot(figures, "metric_vs_patch", "Metric vs patch size, with and without SF (mean ± SD over seeds; "
@@ -255,4 +252,6 @@ def build_sections(tables: RunTables, metrics: list[str], comparison: Comparison
          "(different extractor, weights, sample count or reference set) are kept apart, never averaged in."]
         if len(excluded) else ["None: every completed trial was used."],
         tables=[("", excluded.drop(columns=["run_id"]))] if len(excluded) else []))
+    sections.append(methods_section(comparison, metrics, primary_source, method_statement(comparison),
+                                    n_resamples))
     return sections

@@ -22,20 +22,12 @@ import pandas as pd
 
 from analysis.compare import Comparison, comparable_trials
 from analysis.intervals import method_label, sign_flip_floor
+from analysis.numbers import fmt, fmt_ci  # noqa: F401 (fmt: the other analysis modules import it from here)
 from analysis.runs import higher_is_better
 from analysis.selection import context_columns, status_problem
 from specforce_contracts import DENOISE_BUCKET_PREFIX
 
 BUCKET_PREFIX = DENOISE_BUCKET_PREFIX  # per-t-bucket losses: detail tables, not headline sentences
-
-
-def fmt(*values: float) -> list[str]:
-    """Format numbers together with two significant digits of the largest, so an estimate and its CI align."""
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
-    top = max(finite, default=0.0)
-    decimals = 1 if top == 0 else max(0, 1 - math.floor(math.log10(top)))
-    out = [f"{v:.{decimals}f}" if v is not None and math.isfinite(v) else "n/a" for v in values]
-    return [t[1:] if t.startswith("-") and float(t) == 0 else t for t in out]  # no "-0.00"
 
 
 def fmt_p(p: float) -> str:
@@ -78,7 +70,7 @@ def effect_sentence(row: pd.Series, confidence: float, *, secondary: bool = Fals
     """One comparison in words: "SF lowers/raises" only when the interval excludes 0 (and, for a secondary metric,
     when its Holm-adjusted p is below 1 - confidence), else "no clear effect"."""
     metric, patch, n = short(row["metric"]), int(row["patch_size"]), int(row["n_pairs"])
-    est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+    est, lo, hi = fmt_ci(row["delta"], row["ci_low"], row["ci_high"])
     if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
         return f"no interval for SF on {metric} at patch {patch}: Δ {est}, {_pairs(n)} (a CI needs at least 2)"
     stats = f"Δ {est}, {pct(confidence)} CI [{lo}, {hi}], {_pairs(n)}"
@@ -113,14 +105,14 @@ def interaction_sentence(inter: pd.Series, confidence: float) -> str:
         return (f"the gain differs by {e} between {coarse} and {fine}, but its interval is undefined "
                 f"({inter['note']})")
     if lo > 0:
-        e, l, h = fmt(est, lo, hi)
+        e, l, h = fmt_ci(est, lo, hi)
         lead = _favoured("coarse", flip * inter["delta_coarse"])
         return f"{lead}: its gain is {e} larger at {coarse} than at {fine} ({pct(confidence)} CI [{l}, {h}]{how})"
     if hi < 0:
-        e, l, h = fmt(-est, -hi, -lo)
+        e, l, h = fmt_ci(-est, -hi, -lo)
         lead = _favoured("fine", flip * inter["delta_fine"])
         return f"{lead}: its gain is {e} larger at {fine} than at {coarse} ({pct(confidence)} CI [{l}, {h}]{how})"
-    e, l, h = fmt(est, lo, hi)
+    e, l, h = fmt_ci(est, lo, hi)
     return (f"no clear difference between the gains at {coarse} and {fine}: gain({coarse}) - gain({fine}) = {e}, "
             f"{pct(confidence)} CI [{l}, {h}]{how}")
 
@@ -207,7 +199,7 @@ def power_messages(comparison: Comparison) -> list[str]:
                 row["ci_low"] > 0 or row["ci_high"] < 0:
             continue
         n = int(row["n_pairs"])
-        est, lo, hi = fmt(row["delta"], row["ci_low"], row["ci_high"])
+        est, lo, hi = fmt_ci(row["delta"], row["ci_low"], row["ci_high"])
         effect_src = ("analysis.min_effect" if comparison.min_effect is not None and row["metric"] == comparison.primary
                       else "the observed |Δ|")
         (effect,) = fmt(row["power_effect"])

@@ -48,7 +48,9 @@ def build(out: Path) -> str:
                     "specforce.status": "completed"}).info.run_id
                 params = {"model.preset": "jit-tiny", "model.patch_size": patch, "model.tokens": (32 // patch) ** 2,
                           "spectral.enabled": sf, "spectral.schedule": "linear", "data.name": "grf",
-                          "data.image_size": 32, "seed": seed}
+                          "data.image_size": 32, "seed": seed,
+                          # one-channel grf into jit-tiny's 32-wide bottleneck (DESIGN.md §1): 2x at patch 8, 0.5x at 4
+                          "model.bottleneck": 32, "model.compression_ratio": patch * patch / 32}
                 metrics = [Metric(m, float(base_level[m][seed] + (DIFFS[m][patch][seed] if sf else 0.0)), 0, 5760)
                            for m in LEVELS]
                 client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()],

@@ -10,7 +10,8 @@ from analysis.compare import COMPARISON_COLUMNS, compare_arms, holm
 from analysis.intervals import sign_flip_p_value
 from analysis.runs import higher_is_better
 from analysis.synthetic import log_synthetic_sweep
-from analysis.verdict import effect_sentence, fmt, missing_arms, power_messages, verdict
+from analysis.numbers import fmt_ci
+from analysis.verdict import effect_sentence, missing_arms, power_messages, verdict
 
 FD = "eval/fd_pixel"
 
@@ -58,7 +59,7 @@ def test_planted_coarse_effect_is_found_and_fine_is_not(uri):
     assert (inter["ci_low"], inter["ci_high"]) == pytest.approx(tuple(welch.confidence_interval(0.95)))
     assert inter["p_value"] == pytest.approx(welch.pvalue)
     text = verdict(comparison, FD)
-    est, lo, hi = fmt(rows.loc[8, "delta"], rows.loc[8, "ci_low"], rows.loc[8, "ci_high"])
+    est, lo, hi = fmt_ci(rows.loc[8, "delta"], rows.loc[8, "ci_low"], rows.loc[8, "ci_high"])
     assert text.startswith(f"SF lowers fd_pixel at patch 8 (better): Δ {est}, 95% CI [{lo}, {hi}], 5 pairs; "
                            "no clear effect of SF on fd_pixel at patch 4: Δ ")
     assert "; SF helps more with coarse tokenization: its gain is " in text and "(95% CI [" in text
@@ -156,8 +157,9 @@ def _row(delta, low, high, n=3, metric="eval/denoise_loss", patch=8, p_holm=np.n
 
 def test_words_follow_the_interval():
     # the example: an interval that includes 0 is never "lowers"
+    # (decimals from the interval's width, analysis.numbers: 1.02 wide -> one decimal)
     assert effect_sentence(_row(-0.10, -0.61, 0.41), 0.95) == \
-        "no clear effect of SF on denoise_loss at patch 8: Δ -0.10, 95% CI [-0.61, 0.41], 3 pairs"
+        "no clear effect of SF on denoise_loss at patch 8: Δ -0.1, 95% CI [-0.6, 0.4], 3 pairs"
     assert effect_sentence(_row(-0.23, -0.28, -0.18, n=4), 0.95) == \
         "SF lowers denoise_loss at patch 8 (better): Δ -0.23, 95% CI [-0.28, -0.18], 4 pairs"
     assert effect_sentence(_row(0.9, 0.2, 1.6, metric="eval/fd_pixel"), 0.9) == \
