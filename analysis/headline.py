@@ -117,7 +117,9 @@ def primary_table(runs: pd.DataFrame, comparison: Comparison, metric: str) -> pd
         out.append([f"coarse − fine: {int(inter['coarse_patch'])} vs {int(inter['fine_patch'])}", tokens, "", "", "",
                     delta_text(inter["difference"], inter["ci_low"], inter["ci_high"]), "",
                     f"{int(inter['n_pairs_coarse'])} / {int(inter['n_pairs_fine'])}", interaction_word(inter)])
-    return pd.DataFrame(out, columns=primary_columns(conf))
+    table = pd.DataFrame(out, columns=primary_columns(conf))
+    # runs that log no model.compression_ratio (older runs, users' scripts) get no empty column
+    return table.drop(columns=["compression"]) if not table["compression"].astype(bool).any() else table
 
 
 def secondary_columns(confidence: float) -> list[str]:

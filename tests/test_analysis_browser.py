@@ -2,6 +2,9 @@
 
 Drives Chromium over the DevTools protocol with a minimal standard-library WebSocket client (the venv has no
 websocket package). Skips, saying why, when no chromium binary is installed (Debian: `apt-get install chromium`).
+SPECFORCE_SCREENSHOT / SPECFORCE_FIRST_SCREEN name where the whole page / the first 1280x900 screen are saved.
+
+    SPECFORCE_FIRST_SCREEN=/tmp/first.png .venv/bin/python -m pytest tests/test_analysis_browser.py -q
 """
 import base64
 import json
@@ -151,6 +154,37 @@ def test_report_renders_with_images_and_no_console_errors(report, browser, tmp_p
     png = base64.b64decode(shot["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     Path(os.environ.get("SPECFORCE_SCREENSHOT", tmp_path / "report.png")).write_bytes(png)
+
+
+FIRST_SCREEN = """(() => {
+  const box = el => { const r = el.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, height: r.height}; };
+  const verdict = document.querySelector("section.verdict");
+  return {viewport: window.innerHeight,
+          sentence: box(verdict.querySelector("p")),
+          table: box(verdict.querySelector("table")),
+          rows: Array.from(verdict.querySelectorAll("tbody tr")).map(tr => tr.cells[0].innerText),
+          forest: box(verdict.querySelector("img")),
+          forestAlt: verdict.querySelector("img").alt,
+          forestWidth: verdict.querySelector("img").naturalWidth,
+          headings: Array.from(document.querySelectorAll("section h2")).map(h => h.innerText)};
+})()"""
+
+
+def test_first_screen_shows_the_verdict_table_and_forest_plot(report, browser, tmp_path):
+    browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+    inspect(browser, report.html_path)
+    view = browser.send("Runtime.evaluate", returnByValue=True, expression=FIRST_SCREEN)["result"]["value"]
+    # the sentence, the whole table and the whole forest plot fit in one 1280x900 screen, in that order
+    assert view["sentence"]["top"] < view["table"]["top"] < view["forest"]["top"]
+    assert view["forest"]["bottom"] <= view["viewport"] and view["forest"]["height"] > 150
+    assert view["rows"] == ["8", "4", "coarse − fine: 8 vs 4"] and view["forestWidth"] > 0
+    assert view["forestAlt"].startswith("Δ denoise_loss (SF − baseline) per patch size")
+    assert view["headings"][:3] == ["Verdict", "Secondary metrics", "What to run next"]
+    assert view["headings"][-1] == "Methods"
+    shot = browser.send("Page.captureScreenshot", format="png")  # the viewport only: what a reader sees first
+    png = base64.b64decode(shot["data"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    Path(os.environ.get("SPECFORCE_FIRST_SCREEN", tmp_path / "first_screen.png")).write_bytes(png)
 
 
 def test_the_check_catches_a_broken_page(browser, tmp_path):
