@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -227,7 +228,8 @@ def _run(jobs: list[dict[str, Any]], workers: int, address: str | None, on_done)
         finally:
             ray.shutdown()
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a forked child of a process whose torch/OpenMP threads hold locks can hang forever
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {pool.submit(write_shard, job): job for job in jobs}
         while pending:
             ready, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -298,7 +300,8 @@ def prepare_dataset(src: str, dest: str, *, dataset: str, image_size: int, worke
     manifest: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": dataset,
                                 "source": p["source"], "image_size": image_size, "channels": p["channels"],
                                 "num_classes": p["num_classes"], "classes": p["classes"],
-                                "crop": CROP[dataset], "created_by": "specforce prepare", "splits": {}}
+                                "crop": CROP[dataset], "flips": dataset not in ("mnist", "digits"),
+                                "created_by": "specforce prepare", "splits": {}}
     for split, part in p["splits"].items():
         rel = LABELS_PATTERN.format(split=split)
         labels_path = os.path.join(dest, rel)
@@ -342,7 +345,8 @@ def verify_prepared(dest: str, workers: int | None = None) -> dict[str, Any]:
     except PreparedDataError as err:
         raise UserError("DEST", str(err), dest) from None
     shards = [s for part in manifest["splits"].values() for s in part.get("shards", [])]
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
         for shard, digest in zip(shards, pool.map(_sha_or_none, [join(dest, s["file"]) for s in shards])):
             if digest != shard["sha256"]:
                 why = "is missing" if digest is None else "fails its checksum"

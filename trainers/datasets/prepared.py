@@ -12,8 +12,8 @@ does the same from the command line). Shards are memory-mapped (local) or read w
 when first used, in the process that uses them (DataLoader workers included).
 
 `data.image_size` must equal the size the dataset was prepared at (the ADM crop is done once, at that size).
-Option `hflip`: random horizontal flips, default True for train and False for test, a function of
-(seed, index, epoch) as for every dataset (datasets.base). A source without a held-out split (`imagefolder`) is
+Option `hflip`: random horizontal flips, a function of (seed, index, epoch) as for every dataset (datasets.base); by
+default the source's own rule (train split only, and never for mnist and digits: the manifest's `flips`). A source without a held-out split (`imagefolder`) is
 prepared once and its test split reads the same images, exactly as the live `imagefolder` dataset does.
 """
 from __future__ import annotations
@@ -49,9 +49,10 @@ class PreparedDataset(ImageDataset):
     def __init__(self, *, image_size: int, split: str, seed: int, root: str, hflip: bool | None = None,
                  verify: str = "size"):
         self._check_option_values({"hflip": hflip, "verify": verify})
-        hflip = split == "train" if hflip is None else check_bool("hflip", hflip)
         root = str(root)
         manifest = read_manifest(root)
+        # the source's own default: train-split flips for photos, never for digits (they are not mirror-symmetric)
+        hflip = split == "train" and manifest["flips"] if hflip is None else check_bool("hflip", hflip)
         if manifest["image_size"] != image_size:
             raise ValueError(f"data.image_size is {image_size} but the prepared dataset at {root!r} holds "
                              f"{manifest['image_size']} px images; set data.image_size: {manifest['image_size']} or "

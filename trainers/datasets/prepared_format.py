@@ -5,7 +5,7 @@
 A prepared dataset is a folder (or an object-store prefix: s3://, gs://, any URI pyarrow.fs opens):
 
     manifest.json                 what is here: format version, dataset, source, image size, channels, classes,
-                                  crop recipe, per split the shard list (file, count, bytes, header bytes, sha256)
+                                  crop recipe, whether the source flips its training images, per split the shard list (file, count, bytes, header bytes, sha256)
                                   and the labels file; `digest` = sha256 of the rest, so it names the content
     train/shard-00000.npy ...     uint8 [n, C, H, W] arrays, NumPy's .npy format (np.load(mmap_mode="r") opens one)
     train/labels.npy              int64 [count] class labels of the whole split, in shard order
