@@ -33,7 +33,7 @@ TINY = {
     "data": {"name": "grf", "image_size": 32, "options": {"num_samples": 64}},
     "optim": {"batch_size": 16, "lr": 1e-3, "total_images": 64, "ema_decays": [0.99]},
     "sample": {"sampler": "euler", "steps": 2},
-    "eval": {"metrics": [], "denoise_batch": 16, "denoise_t_points": 4, "grid_size": 2},
+    "eval": {"metrics": [], "denoise_batch": 16, "denoise_t_points": 5, "grid_size": 2},
 }
 SPEC = {"name": "errs", "base": TINY, "resources": {"workers": 1, "cpus_per_worker": 1},
         "grid": {"spectral.enabled": [False, True]}}
@@ -93,10 +93,20 @@ def inputs(tmp_path_factory) -> pathlib.Path:
     (d / "photos_bad" / "b" / "zzz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     _write(d / "corrupt.yaml", _cfg(data={"name": "imagefolder", "image_size": 8, "root": str(d / "photos_bad")}))
     _write(d / "cuda.yaml", {**TINY, "device": "cuda"})
-    _write(d / "fid.yaml", _cfg(eval={"metrics": ["fid"], "num_samples": 16,
+    _write(d / "fid.yaml", _cfg(eval={"metrics": ["fid"], "num_samples": 16, "denoise_batch": 16,
                                       "inception_weights": str(d / "no_such_inception.pth")}))
     _write(d / "classifier.yaml", _cfg(eval={"metrics": ["classifier"]}))
     (d / "a_file").write_text("not a folder")
+    # escapes the property-based search found (tests/test_config_properties.py): each passed --dry-run, then failed
+    _write(d / "digits_heldout.yaml", _cfg(data={"name": "digits", "image_size": 8},
+                                           model={"preset": "jit-tiny", "patch_size": 4}, eval__denoise_batch=256))
+    _write(d / "spec_grid_workers.yaml", {**SPEC, "resources": {"workers": 2, "cpus_per_worker": 1},
+                                          "grid": {"optim.batch_size": [16, 17]}})
+    search = {"metric": "eval/denoise_loss", "num_samples": 2}
+    _write(d / "spec_int_step.yaml", {"name": "errs", "base": TINY, "search": {**search, "space": {
+        "optim.batch_size": {"type": "int", "low": 8, "high": 16, "step": 0.5}}}})
+    _write(d / "spec_float_low.yaml", {"name": "errs", "base": TINY, "search": {**search, "space": {
+        "spectral.kappa": {"type": "float", "low": 0, "high": 50}}}})
     # an --out folder holding the checkpoint of another config
     other = config_from_dict(_cfg(optim={**TINY["optim"], "lr": 0.5}))
     save_checkpoint({"model": {}, "images_seen": 16, "config": other.model_dump(mode="json")},
@@ -185,6 +195,37 @@ ROWS = [
     Row("train-experiment-name", ["train", "{in}/tiny.yaml", "--experiment", "../x"], "--experiment: '../x' is not a valid name"),
     Row("train-patch-size", ["train", "{in}/tiny.yaml", "--dry-run", "--set", "model.patch_size=7"], "model.patch_size: patch size 7 does not divide data.image_size 32"),
     Row("train-dry-run-sees-data", ["train", "{in}/corrupt.yaml", "--dry-run"], "zzz_broken.png"),
+    # ---------------------------------------------- train: escapes found by the property-based search (issue 23)
+    *[Row(f"train-escape-{name}", ["train", "{in}/tiny.yaml", "--dry-run", *[a for kv in sets for a in ("--set", kv)]],
+          needle) for name, sets, needle in [
+        ("t-points", ["eval.denoise_t_points=2"], "eval.denoise_t_points: the held-out loss is reported per t bucket "
+         "[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and bucket [0.0, 0.2] would hold no t of the grid; use at least 5 points (got 2)"),
+        ("preset-patch", ["model.patch_size=null", "data.image_size=30"], "model.patch_size: the preset jit-tiny's "
+         "patch size 4 does not divide data.image_size 30"),
+        ("cfg-interval", ["sample.cfg_interval=[0.9, 0.1]"], "sample.cfg_interval: expected [lo, hi] with 0 <= lo <= "
+         "hi <= 1 (got [0.9, 0.1])"),
+        ("grf-train-split", ["data.options.num_samples=8"], "optim.batch_size: larger than the grf train split (8 "
+         "images) (got 16)"),
+        ("grf-test-split", ["eval.denoise_batch=100"], "eval.denoise_batch: larger than the grf test split (64 images) "
+         "(got 100)"),
+        ("grf-channels", ["data.options.channels=2"], "data.options.channels: sample grids and Inception read (1, 3) "
+         "channels, the data has 2 (got 2)"),
+        ("window-1", ["spectral.window_size=1"], "spectral.window_size: a DCT window needs at least 2 pixels per side "
+         "(got 1)"),
+        ("kappa-inf", ["spectral.kappa=.inf"], "spectral.kappa: Input should be a finite number (got inf)"),
+        ("betas", ["optim.betas=[1.0, 0.95]"], "optim.betas: AdamW's betas must each lie in [0, 1) (got [1.0, 0.95])"),
+        ("fd-pixel-dims", ["data.image_size=64", "data.options.channels=3", "eval.metrics=[fd_pixel]"],
+         "eval.metrics: 'fd_pixel' at 3x64x64 needs a 12288-d covariance (limit 8192)"),
+        ("snr-fit-bins", ["data.image_size=4", "model.patch_size=4", "spectral.enabled=true", "spectral.schedule=snr"],
+         "spectral.r0: the snr schedule fits alpha and r0 to the data's radial spectrum, which at data.image_size 4 "
+         "has 1 bins"),
+        ("spectrum-size", ["data.image_size=2", "model.patch_size=2", "eval.metrics=[spectrum]"],
+         "eval.metrics: 'spectrum' needs data.image_size >= 4 (3 radial shells) (got ['spectrum'])"),
+        ("c-min-above-c-max", ["spectral.c_min=0.5", "spectral.c_max=0.2"], "spectral.c_min: c_min=0.5 must not "
+         "exceed c_max=0.2 (got 0.5)"),
+    ]],
+    Row("train-escape-digits-test-split", ["train", "{in}/digits_heldout.yaml", "--dry-run"], "eval.denoise_batch: "
+        "larger than the digits test split (180 images) (got 256)"),
     # ------------------------------------------------------------------------------------------------ sweep
     Row("sweep-spec-missing", ["sweep", "{in}/nope.yaml"], "sweep spec '{in}/nope.yaml': does not exist (shipped specs:"),
     Row("sweep-yaml-syntax", ["sweep", "{in}/spec_syntax.yaml", "--dry-run"], "{in}/spec_syntax.yaml: line 4, column 5: invalid YAML"),
@@ -198,6 +239,12 @@ ROWS = [
     Row("sweep-gpu-on-cpu", ["sweep", "{in}/spec_gpu.yaml", "--dry-run"], "resources.use_gpu: this machine has no CUDA GPU", skip=_cuda),
     Row("sweep-base-config-missing", ["sweep", "{in}/spec_baseconfig.yaml", "--dry-run"], "base_config: 'no_such_base.yaml' not found"),
     Row("sweep-root-missing", ["sweep", "{in}/spec_root.yaml", "--dry-run"], "base.data.root: folder does not exist"),
+    Row("sweep-escape-grid-vs-workers", ["sweep", "{in}/spec_grid_workers.yaml", "--num-cpus", "4", "--dry-run"],
+        "grid trial {'optim.batch_size': 17}: resources.workers: does not divide optim.batch_size 17 (got 2)"),
+    Row("sweep-escape-int-step", ["sweep", "{in}/spec_int_step.yaml", "--dry-run"], "search.space.optim.batch_size: "
+        "an int dimension needs whole low, high and step"),
+    Row("sweep-escape-float-low", ["sweep", "{in}/spec_float_low.yaml", "--dry-run"], "search.space.spectral.kappa "
+        "value {'spectral.kappa': 0.0, 'spectral.enabled': True}: spectral.kappa: Input should be greater than 0"),
     Row("sweep-num-cpus-zero", ["sweep", "{in}/spec.yaml", "--num-cpus", "0"], "argument --num-cpus: must be a positive integer (got '0')"),
     Row("sweep-tracking-bogus", ["sweep", "{in}/spec.yaml", "--tracking-uri", "bogus://x"], "--tracking-uri: unknown tracking store scheme"),
     Row("sweep-tracking-file", ["sweep", "{in}/spec.yaml", "--tracking-uri", "file:./mlruns"], "--tracking-uri: the file: store is deprecated"),

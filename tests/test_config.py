@@ -19,7 +19,7 @@ def test_defaults_are_a_valid_tiny_run():
     ({"model": {"pach_size": 4}}, "model.pach_size: unknown key (did you mean 'patch_size'?)"),
     ({"optim": {"blr": -1}}, "optim.blr"),
     ({"spectral": {"schedule": "cosine"}}, "spectral.schedule"),
-    ({"spectral": {"c_min": 0.5, "c_max": 0.2}}, "c_min=0.5 must not exceed c_max=0.2"),
+    ({"spectral": {"c_min": 0.5, "c_max": 0.2}}, "spectral.c_min: c_min=0.5 must not exceed c_max=0.2 (got 0.5)"),
     ({"eval": {"metrics": ["fdd"]}}, "eval.metrics: unknown metric 'fdd'"),
     ({"spectral": {"window_size": 5}}, "spectral.window_size: 5 does not divide"),
     ({"optim": {"ema_decays": [1.5]}}, "optim.ema_decays"),

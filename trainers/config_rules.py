@@ -35,6 +35,7 @@ def _fail(key: str, why: str, got: Any) -> None:
 def check_rules(cfg: "TrainConfig") -> None:
     """Every world-independent rule; raises ValueError("<key path>: <why> (got <value>)")."""
     _model(cfg)
+    _optim(cfg)
     _spectral(cfg)
     _sample(cfg)
     _heldout(cfg)
@@ -56,8 +57,16 @@ def _model(cfg: "TrainConfig") -> None:
               f"{size}; set model.patch_size to a divisor of it", cfg.model.patch_size)
 
 
+def _optim(cfg: "TrainConfig") -> None:
+    betas = cfg.optim.betas
+    if not all(0.0 <= b < 1.0 for b in betas):  # torch.optim.AdamW refuses others ("Invalid beta parameter")
+        _fail("optim.betas", "AdamW's betas must each lie in [0, 1)", list(betas))
+
+
 def _spectral(cfg: "TrainConfig") -> None:
     s, size = cfg.spectral, cfg.data.image_size
+    if s.c_min > s.c_max:  # the cutoff rises from c_min to c_max (trainers/spectral.py refuses the reverse)
+        _fail("spectral.c_min", f"c_min={s.c_min} must not exceed c_max={s.c_max}", s.c_min)
     if s.window_size is not None and s.window_size < 2:
         # the DCT radius r = |(u, v)| / (sqrt(2) (n - 1)) divides by n - 1 (trainers/spectral.py)
         _fail("spectral.window_size", "a DCT window needs at least 2 pixels per side", s.window_size)
@@ -127,7 +136,9 @@ def check_data(cfg: "TrainConfig", *, channels: int, train_size: int, test_size:
 
     size, metrics = cfg.data.image_size, cfg.eval.metrics
     if channels not in GRID_CHANNELS:  # every run ends with a sample grid (samples/final.png)
-        _fail("data.options.channels", f"sample grids and Inception read {GRID_CHANNELS} channels", channels)
+        key = "data.options.channels" if "channels" in cfg.data.options else "data.name"
+        _fail(key, f"sample grids and Inception read {GRID_CHANNELS} channels, the data has {channels}",
+              cfg.data.options.get("channels", cfg.data.name))
     if train_size < cfg.optim.batch_size:  # the training stream takes whole global batches only
         _fail("optim.batch_size", f"larger than the {cfg.data.name} train split ({train_size} images)",
               cfg.optim.batch_size)
