@@ -287,4 +287,4 @@ def sign_flip_p_value(differences: Sequence[float]) -> float:
 
 def sign_flip_floor(n: int) -> float:
     """The smallest two-sided sign-flip p-value n pairs can give: 2/2^n (1.0 for n <= 1)."""
-    return min(1.0, 2.0 / 2 ** n) if n > 0 else math.nan
+    return min(1.0, math.ldexp(1.0, 1 - n)) if n > 0 else math.nan  # 2/2**n overflowed a float past 1,023 pairs

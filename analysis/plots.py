@@ -48,7 +48,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    for fmt in VECTOR_FORMATS:  # the layout is already computed: each vector copy is a plain redraw
+    fig.set_layout_engine("none")  # keep the layout the PNG computed: the vector copies are plain redraws
+    for fmt in VECTOR_FORMATS:
         fig.savefig(path.with_suffix(f".{fmt}"), metadata={"Creator": "specforce report", "Date": None} if fmt == "svg"
                     else {"Creator": "specforce report", "CreationDate": None})
     return path

@@ -1,65 +1,166 @@
-"""Time to build a report over N synthetic trial runs (default 1,000) in a fresh sqlite MLflow store.
+"""`specforce report` over N synthetic trial runs: today's code beside an earlier revision, in one run.
 
-Measures, in one process: logging the runs (setup, not part of the figure), loading runs + metric histories,
-loading runs alone (no histories), and the whole `build_report` (load, compare, bootstrap, plots, HTML/MD,
-parquet, logging to the sweep run). Prints seconds and ratios; never a pass/fail.
+For each size (default 1,000 and 10,000 runs: 4 patch sizes x 2 arms x N/8 seeds) it logs a synthetic sweep into a
+fresh sqlite MLflow store (setup, not part of the figures; beyond 1,000 runs the logged runs are replicated in SQL
+with new run ids and seeds, `replicate`), then times in fresh processes, one after the other:
 
-    python -m benchmarks.bench_report                 # 1,000 runs: 4 patch sizes x 2 arms x 125 seeds
-    python -m benchmarks.bench_report --runs 200
+- `new`: `build_report` of this checkout (bulk metric histories, analysis.history);
+- `before`: `build_report` of `--before REV` (default: the last revision that read one history per run and key),
+  extracted with `git archive` into a temporary folder, on the same store;
+- the history read alone, bulk vs one call per (run, key), in this checkout.
+
+Each process reports its wall seconds and peak resident memory (ru_maxrss); the table prints seconds and ratios,
+never a pass/fail.
+
+    python -m benchmarks.bench_report                          # 1,000 and 10,000 runs (about 15 min on 2 cores)
+    python -m benchmarks.bench_report --runs 200 --before none  # quick look, this checkout only
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from analysis.report import build_report
-from analysis.runs import load_tables
-from analysis.synthetic import log_synthetic_sweep
-
+ROOT = Path(__file__).resolve().parents[1]
 PATCHES = (16, 8, 4, 2)
+BEFORE = "bb30a6c"  # one get_metric_history call per (run, key); prose-first report
+
+# run in a child process so each figure has its own peak memory; argv: uri, out, mode
+CHILD = r"""
+import json, resource, sys, time
+uri, out, mode = sys.argv[1:4]
+t0 = time.perf_counter()
+if mode == "report":
+    from analysis.report import build_report
+    result = build_report(["bench"], uri, out)
+    extra = {"verdict": result.verdict[:160]}
+else:
+    from mlflow.tracking import MlflowClient
+    from analysis.runs import all_runs
+    client = MlflowClient(uri)
+    runs = list(all_runs(client, [client.get_experiment_by_name("bench").experiment_id]))
+    t1 = time.perf_counter()
+    from analysis import history
+    read = history.bulk_histories if mode == "bulk" else history.per_key_histories
+    extra = {"history_rows": len(read(client, runs)), "search_s": round(t1 - t0, 2)}
+print(json.dumps({"seconds": round(time.perf_counter() - t0, 2),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}))
+"""
+
+
+def _child(src: Path, uri: str, out: Path, mode: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(src), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    proc = subprocess.run([sys.executable, "-c", CHILD, uri, str(out), mode], cwd=src, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode:  # a path that cannot produce a report at this size is a finding, not a crash of the bench
+        return {"seconds": None, "error": (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _checkout(rev: str, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "analysis", "specforce_contracts.py"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    return dst
+
+
+LOGGED_MAX = 1000  # runs logged through the client; larger stores replicate them in SQL (see replicate)
+
+
+def replicate(db: Path, copies: int, seeds: int) -> None:
+    """Grow a sqlite store to `copies` x its trials in SQL: each copy gets new run ids, seeds shifted by `seeds`,
+    names suffixed -rK and every metric value jittered by up to ±1%. Logging 10,000 runs through the client takes
+    half an hour on two busy cores; this takes seconds and gives the report the same rows to read."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("CREATE TEMP TABLE originals AS SELECT run_uuid FROM tags "
+                "WHERE key = 'specforce.role' AND value = 'trial'")  # copies of copies would collide
+    trials = "SELECT run_uuid FROM originals"
+    cols = {t: [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
+            for t in ("runs", "params", "tags", "metrics", "latest_metrics")}
+    for k in range(1, copies):
+        new_id = f"substr(run_uuid, 1, 28) || printf('r%03d', {k})"
+        special = {
+            "run_uuid": new_id, "name": f"name || '-r{k}'", "start_time": f"start_time + {k}",
+            "value": {"params": f"CASE WHEN key = 'seed' THEN CAST(CAST(value AS INTEGER) + {k * seeds} AS TEXT) "
+                                "ELSE value END",
+                      "tags": f"CASE WHEN key IN ('mlflow.runName', 'specforce.trial_id') THEN value || '-r{k}' "
+                              "ELSE value END",
+                      "metrics": "value * (1 + 0.02 * ((abs(random()) % 1000) / 1000.0 - 0.5))",
+                      "latest_metrics": "value * (1 + 0.02 * ((abs(random()) % 1000) / 1000.0 - 0.5))"}}
+        for table, names in cols.items():
+            exprs = [special["value"].get(table, c) if c == "value" else special.get(c, c) for c in names]
+            con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(exprs)} FROM {table} "
+                        f"WHERE run_uuid IN ({trials})")
+    con.commit()
+    con.close()
+
+
+def measure(n_runs: int, work: Path, before: Path | None) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from analysis.synthetic import log_synthetic_sweep
+
+    work.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{work.resolve()}/bench.db"
+    client = MlflowClient(uri)
+    client.search_experiments()  # schema migration is setup, not report time
+    t0 = time.perf_counter()
+    if client.get_experiment_by_name("bench") is None:  # a --dir from an earlier run keeps its store
+        copies = max(1, n_runs // LOGGED_MAX)
+        seeds = max(2, n_runs // (2 * len(PATCHES) * copies))
+        log_synthetic_sweep(uri, "bench", patch_sizes=PATCHES, seeds=range(seeds), image_size=32,
+                            effects={16: -6.0, 8: -3.0, 4: -1.0, 2: 0.0})
+        replicate(work / "bench.db", copies, seeds)
+    row = {"runs": n_runs, "log_runs_s": round(time.perf_counter() - t0, 1)}
+    row["history_bulk"] = _child(ROOT, uri, work / "h", "bulk")
+    row["history_per_key"] = _child(ROOT, uri, work / "h", "per-key")
+    row["report_new"] = _child(ROOT, uri, work / "new", "report")
+    if before is not None:
+        row["report_before"] = _child(before, uri, work / "before", "report")
+    return row
+
+
+def summary(row: dict) -> str:
+    new, bulk, per_key = row["report_new"], row["history_bulk"], row["history_per_key"]
+    if any(r["seconds"] is None for r in (new, bulk, per_key)):
+        return f"{row['runs']:>6} runs  failed: {[r.get('error') for r in (new, bulk, per_key)]}"
+    lines = [f"{row['runs']:>6} runs  history read: bulk {bulk['seconds']:.1f} s vs per (run, key) "
+             f"{per_key['seconds']:.1f} s ({per_key['seconds'] / bulk['seconds']:.1f}x; {bulk['history_rows']} rows)",
+             f"{'':>6}       report: new {new['seconds']:.1f} s, peak {new['peak_rss_mb']} MB"]
+    if "report_before" in row:
+        old = row["report_before"]
+        lines[-1] += (f"; before: failed ({old['error']})" if old["seconds"] is None else
+                      f"; before {old['seconds']:.1f} s, peak {old['peak_rss_mb']} MB "
+                      f"({old['seconds'] / new['seconds']:.1f}x faster now)")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="trial runs (rounded to 4 patch sizes x 2 arms)")
-    parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10_000],
+                        help="trial run counts to measure (each rounded to 4 patch sizes x 2 arms)")
+    parser.add_argument("--before", default=BEFORE, help="git revision to compare with, or 'none'")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="working folder; a store already there is reused (default: a temporary one)")
     args = parser.parse_args()
-    if args.runs < 16:
+    if min(args.runs) < 16:
         raise ValueError(f"--runs must be at least 16 (4 patch sizes x 2 arms x 2 seeds), got {args.runs}")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{work.resolve()}/bench.db"
-        MlflowClient(uri).search_experiments()  # schema migration is setup, not report time
-        seeds = range(max(2, args.runs // (2 * len(PATCHES))))
-        t0 = time.perf_counter()
-        log_synthetic_sweep(uri, "bench", patch_sizes=PATCHES, seeds=seeds, image_size=32,
-                            effects={16: -6.0, 8: -3.0, 4: -1.0, 2: 0.0})
-        t_log = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tables = load_tables("bench", uri)
-        t_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        load_tables("bench", uri, with_history=False)
-        t_runs = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        result = build_report(["bench"], uri, work / "report")
-        t_report = time.perf_counter() - t0
-        figures = {
-            "runs": len(tables.runs), "history_rows": len(tables.history),
-            "log_runs_s": round(t_log, 2), "load_runs_and_history_s": round(t_load, 2),
-            "load_runs_only_s": round(t_runs, 2), "build_report_s": round(t_report, 2),
-            "history_share_of_load": round(1 - t_runs / t_load, 3),
-            "load_share_of_report": round(t_load / t_report, 3),
-            "report_ms_per_run": round(1000 * t_report / len(tables.runs), 2),
-        }
-        print(json.dumps(figures, indent=2))
-        print(result.verdict)
+        before = None if args.before == "none" else _checkout(args.before, Path(tmp) / f"src-{args.before}")
+        rows = []
+        for n in args.runs:
+            rows.append(measure(n, work / f"n{n}", before))
+            print(summary(rows[-1]), flush=True)
+        print(json.dumps({"before": args.before, "cpus": os.cpu_count(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
