@@ -275,6 +275,11 @@ def _crops(ds, n: int) -> np.ndarray:
     return np.stack([plain.raw_item((i, 0))[0].numpy() for i in range(n)])
 
 
+def _runs(p: dict[str, Any], w: str) -> str:
+    return "; ".join(f"{sec:.1f} s wall, {cores:.2f} cores busy, {sec * cores:.1f} CPU s"
+                     for sec, cores in zip(p["seconds"][w], p["cores_busy"][w]))
+
+
 def table(res: dict[str, Any]) -> str:
     d = res["gpu_demand"]
     head = (f"| path (through infinite_loader, batch {res['batch_size']}, num_workers=0) | images/s per core | "
@@ -285,14 +290,13 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"| {row['path']} | {row['images_per_s_per_core']:,.0f} | {row['x_raw_folder']:.1f} | "
                      f"{row['wall_images_per_s']:,.0f} | {row['bytes_per_image'] / 1e3:,.1f} kB | {row['cores_per_gpu_JiT-B/32']:.2f} | "
                      f"{row['cores_per_gpu_JiT-B/16']:.2f} |")
-    lines += ["", "| start-up per worker (build the dataset object) | wall seconds | CPU seconds |", "|---|---|---|"]
-    lines += [f"| {name} | {sec:.3f} | {res['startup_cpu_s'][name]:.3f} |" for name, sec in res["startup_s"].items()]
+    lines += ["", "| start-up per worker (build the dataset object) | wall ms | CPU ms |", "|---|---|---|"]
+    lines += [f"| {name} | {sec * 1e3:.2f} | {res['startup_cpu_s'][name] * 1e3:.2f} |"
+              for name, sec in res["startup_s"].items()]
     p = res["prepare"]
     lines += ["", f"| specforce prepare, {res['images']} images, shard size {p['shard_size']} | seconds |", "|---|---|",
-              f"| 1 worker | {p['one_worker_s']:.1f} (runs: {', '.join(f'{s:.1f}' for s in p['seconds']['1'])}; "
-              f"cores busy: {', '.join(f'{c:.2f}' for c in p['cores_busy']['1'])}) |",
-              f"| 2 workers | {p['two_workers_s']:.1f} (runs: {', '.join(f'{s:.1f}' for s in p['seconds']['2'])}; "
-              f"cores busy: {', '.join(f'{c:.2f}' for c in p['cores_busy']['2'])}) |",
+              f"| 1 worker | {p['one_worker_s']:.1f} ({_runs(p, '1')}) |",
+              f"| 2 workers | {p['two_workers_s']:.1f} ({_runs(p, '2')}) |",
               f"| speed-up | {p['speedup_2_vs_1']:.2f}x |", ""]
     lines += [f"- {k}: forward {v['forward_gflops']:.2f} GFLOP/image (bench_gpu.jit_forward_flops), 3x per training "
               f"image, at {res['mfu']:.0%} of {res['h200_bf16_tflops']} TFLOP/s: {v['images_per_s']:,.0f} images/s"
