@@ -226,16 +226,21 @@ def run_sweep(spec: SweepSpec | str | pathlib.Path, *, tracking_uri: str | None 
         return _run_phases(spec, tracking_uri, storage, sweep_root, phases, resume, address, num_cpus, console)
 
 
+_TERMINATED = threading.Event()
+
+
 @contextlib.contextmanager
 def _sigterm_interrupts():
     """SIGTERM raises KeyboardInterrupt in the driver while the sweep runs, so `specforce stop` (Ray Jobs sends the
     entrypoint SIGTERM, then SIGKILL a few seconds later) and a plain `kill` mark the sweep's MLflow runs KILLED
-    instead of leaving them RUNNING forever. Only the main thread may install signal handlers."""
+    instead of leaving them RUNNING forever. ray.init replaces it with Ray's own (SystemExit), which _run_phases
+    treats the same. Only the main thread may install signal handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
+        _TERMINATED.set()  # Tune may wrap the interrupt in its own error: the status still says KILLED
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -344,7 +349,11 @@ def _run_phases(spec: SweepSpec, tracking_uri: str, storage: str, sweep_root: st
         return outcome
     except BaseException as err:
         console.close_view()
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"  # no run is left RUNNING
+        # no run is left RUNNING; an interrupt is KILLED, an error FAILED. Ctrl-C is a KeyboardInterrupt; SIGTERM
+        # (`specforce stop`: Ray Jobs signals the entrypoint) is a SystemExit from the handler ray.init installs, or
+        # our KeyboardInterrupt before ray.init
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or _TERMINATED.is_set()
+        status = "KILLED" if interrupted else "FAILED"
         for logger in loggers:
             logger.close_all(status)
         client.set_terminated(parent, status=status)

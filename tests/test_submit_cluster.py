@@ -6,13 +6,10 @@ in MLflow over HTTP. Fast tests check the refusals that need no cluster.
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -47,27 +44,7 @@ def test_local_sqlite_store_refused_for_a_remote_cluster(tmp_path):
     assert check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db", "http://127.0.0.1:8265").startswith("sqlite:////")
 
 
-@pytest.fixture()
-def local_cluster():
-    run_dir = tempfile.mkdtemp(prefix="sf", dir="/tmp")  # Ray's temp dir path must stay short
-    ports = {name: _free_port() for name in ("ray", "dash", "client", "agent", "wagent", "mlflow")}
-    env = {**os.environ, "VENV": str(pathlib.Path(sys.executable).parents[1]), "RAY_AUTH_MODE": "token",
-           "SPECFORCE_WORKER_AGENT_PORT": str(ports["wagent"]), "SPECFORCE_HEAD_CPUS": "2",
-           "SPECFORCE_WORKER_CPUS": "1"}
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    args = ["bash", str(ROOT / "platform" / "local" / "start.sh"), "--run-dir", run_dir, "--with-worker",
-            "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dash"]),
-            "--ray-client-port", str(ports["client"]), "--agent-port", str(ports["agent"]),
-            "--mlflow-port", str(ports["mlflow"])]
-    started = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"run_dir": pathlib.Path(run_dir), "dashboard": f"http://127.0.0.1:{ports['dash']}",
-               "mlflow": f"http://127.0.0.1:{ports['mlflow']}", "env": env}
-    finally:
-        subprocess.run(["bash", str(ROOT / "platform" / "local" / "stop.sh"), "--run-dir", run_dir], cwd=ROOT,
-                       env=env, capture_output=True, timeout=120)
-        shutil.rmtree(run_dir, ignore_errors=True)
+# the cluster fixture `local_cluster` lives in conftest.py (shared with test_submit_resume, test_job_control)
 
 
 @pytest.mark.slow

@@ -11,44 +11,19 @@ resume with an edited spec) are checked against the same cluster before anything
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from test_submit_cluster import _free_port
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
 
 
-@pytest.fixture()
-def one_node_cluster():
-    run_dir = tempfile.mkdtemp(prefix="sf", dir="/tmp")  # Ray's temp dir path must stay short
-    ports = {name: _free_port() for name in ("ray", "dash", "client", "agent", "mlflow")}
-    env = {**os.environ, "VENV": str(pathlib.Path(sys.executable).parents[1]), "RAY_AUTH_MODE": "token",
-           "SPECFORCE_HEAD_CPUS": "2"}
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    args = ["bash", str(ROOT / "platform" / "local" / "start.sh"), "--run-dir", run_dir,
-            "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dash"]),
-            "--ray-client-port", str(ports["client"]), "--agent-port", str(ports["agent"]),
-            "--mlflow-port", str(ports["mlflow"])]
-    started = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        env["RAY_AUTH_TOKEN_PATH"] = str(pathlib.Path(run_dir) / "ray_auth_token")
-        yield {"dashboard": f"http://127.0.0.1:{ports['dash']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
-               "env": env}
-    finally:
-        subprocess.run(["bash", str(ROOT / "platform" / "local" / "stop.sh"), "--run-dir", run_dir], cwd=ROOT,
-                       env=env, capture_output=True, timeout=120)
-        shutil.rmtree(run_dir, ignore_errors=True)
+# the cluster fixture `one_node_cluster` lives in conftest.py (shared with test_submit_cluster, test_job_control)
 
 
 def _submit(cluster, *extra, spec=SMOKE, timeout=900):
