@@ -2,7 +2,8 @@
 batch, through the real sweep path (`specforce sweep`, Ray Tune -> Ray Train -> trainers.loop), and a 2-worker trial
 whose sweep is killed mid-run resumes with `--resume` and ends where the uninterrupted one ends.
 
-    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_ddp_equivalence.py -q -m slow -s   # ~4 min, 2 cores
+    .venv/bin/python -m pytest tests/test_ddp_equivalence.py -q                                        # fast part
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_ddp_equivalence.py -q -m slow -s   # ~4.5 min, 2 cores
 
 Same global stream: the data shard of rank r is global rows r, r+2, ... of each global batch (trainers/data.py) and
 the flow draws t, noise and label dropout for the global batch, keeping the rank's rows (trainers/flow.py), so the
@@ -19,8 +20,6 @@ import torch
 
 from sweep_helpers import client_for, kill_group, run_cli, start_cli, trial_runs, wait_for, write_spec
 from trainers.checkpoint import load_checkpoint
-
-pytestmark = pytest.mark.slow
 
 TOTAL = 2560  # 80 steps of 32 images; checkpoints (with the held-out evaluation) every 640 images
 WEIGHT_TOL = 1e-5  # max abs difference of any weight or EMA value after 80 AdamW steps (float32; measured 2.4e-7)
@@ -71,6 +70,30 @@ def _curve_diff(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> float
     return max(abs(x - y) for (_, x), (_, y) in zip(a, b))
 
 
+def test_rank_shards_of_the_flow_draws_make_up_the_one_process_draw():
+    """Fast: what each of 2 ranks draws (t, noise, label dropout) is its rows of the 1-process draw, exactly."""
+    from trainers.flow import RectifiedFlow
+    from trainers.schedule import step_generator
+
+    flow = RectifiedFlow(label_drop=0.5, num_classes=10)
+    x, y = torch.randn(8, 3, 4, 4), torch.arange(8)
+    seen = {}
+
+    def model(z, t, y_in):  # records what the network sees
+        seen.setdefault("z", []).append(z), seen.setdefault("y", []).append(y_in)
+        return torch.zeros_like(z)
+
+    whole, stats = flow.loss(model, x, y, generator=step_generator(3, 0, 5, 0, torch.device("cpu")))
+    parts = [flow.loss(model, x[r::2], y[r::2], generator=step_generator(3, 0, 5, 0, torch.device("cpu")),
+                       shard=(r, 2)) for r in (0, 1)]
+    z_whole, z0, z1 = seen["z"]
+    assert torch.equal(z0, z_whole[0::2]) and torch.equal(z1, z_whole[1::2])
+    assert torch.equal(seen["y"][1], seen["y"][0][0::2]) and torch.equal(seen["y"][2], seen["y"][0][1::2])
+    assert torch.equal(parts[0][1]["t"], stats["t"][0::2]) and torch.equal(parts[1][1]["t"], stats["t"][1::2])
+    assert (parts[0][0] + parts[1][0]) / 2 == pytest.approx(float(whole), rel=1e-6)
+
+
+@pytest.mark.slow
 def test_two_workers_train_the_one_worker_stream_and_resume_to_the_same_end(tmp_path):
     for name, workers in (("w1", 1), ("w2", 2)):
         out = run_cli(["sweep", str(_spec(tmp_path, name, workers)), "--num-cpus", "2"], tmp_path)
