@@ -61,7 +61,7 @@ def grf_options() -> st.SearchStrategy:
 @st.composite
 def data_sections(draw, folder: pathlib.Path) -> dict:
     name = draw(st.sampled_from(("grf",) * 6 + ("digits", "digits", "imagefolder")))
-    data = {"name": name, "image_size": draw(st.sampled_from((1, 2, 3, 4, 6, 8, 8, 8, 12, 16, 16)))}
+    data = {"name": name, "image_size": draw(st.sampled_from((1, 2, 3, 6) + (4, 8, 8, 12, 16, 16) * 2))}
     if name == "grf":
         data["options"] = draw(grf_options())
     elif name == "imagefolder":
@@ -83,8 +83,10 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent")) -> d
     data = draw(data_sections(folder))
     size = data["image_size"]
     tree = {
-        "model": draw(_section(preset=st.sampled_from(("jit-tiny", "jit-tiny", "JIT-Tiny", "jit-small")),
-                               patch_size=st.one_of(st.none(), divisor_of(size, (0, 3, 5, 16))),
+        "model": draw(_section(preset=st.sampled_from(("jit-tiny",) * 4 + ("JIT-Tiny", "jit-small")),
+                               # None keeps the preset's patch (4 or 8 here), which must divide the size too
+                               patch_size=st.one_of(st.none() if size % 8 == 0 or _WILD[0] else divisor_of(size),
+                                                    divisor_of(size, (0, 3, 5, 16))),
                                bottleneck=st.sampled_from((None, 1, 3, 32) + ((0,) if _WILD[0] else ())),
                                compile_mode=st.sampled_from(("default",)))),
         "data": data,
@@ -97,7 +99,7 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent")) -> d
             identity_at_data=st.booleans())),
         "flow": draw(_section(p_mean=edge_floats(-3.0, 3.0), p_std=edge_floats(0.0, 3.0, open_lo=True),
                               t_eps=edge_floats(0.0, 1.0, open_lo=True, open_hi=True),
-                              noise_scale=edge_floats(0.0, 4.0, open_lo=True), label_drop=edge_floats(0.0, 1.0))),
+                              noise_scale=st.one_of(edge_floats(0.0, 4.0, open_lo=True), st.just(50.0)), label_drop=edge_floats(0.0, 1.0))),
         "optim": {"batch_size": batch, "lr": 1e-3,
                   "total_images": draw(st.sampled_from((batch, batch, 2 * batch, batch + 1) + ((batch - 1,) if _WILD[0] else ()))),
                   **draw(_section(blr=edge_floats(0.0, 1e-2, open_lo=True), weight_decay=edge_floats(0.0, 0.1),
@@ -108,17 +110,19 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent")) -> d
                                                      max_size=3),
                                   ema_warmup=st.booleans(), amp=st.sampled_from(("auto", "off", "bf16")),
                                   fused=st.sampled_from((False, "auto"))))},
-        "sample": draw(_section(sampler=st.sampled_from(("euler", "heun")), steps=small_ints(1, 3),
-                                cfg_scale=edge_floats(0.0, 4.0),
+        # sampler steps and t points always drawn small: their defaults (50 heun steps, 20 points) cost seconds
+        "sample": {"steps": draw(small_ints(1, 3)), **draw(_section(
+                                sampler=st.sampled_from(("euler", "heun")), cfg_scale=edge_floats(0.0, 4.0),
                                 cfg_interval=st.tuples(edge_floats(0.0, 1.0), edge_floats(0.0, 1.0)),
                                 ema_index=small_ints(0, 3 if _WILD[0] else 0),
-                                t_eps_last=st.one_of(st.none(), edge_floats(0.0, 1.0, open_lo=True, open_hi=True)))),
+                                t_eps_last=st.one_of(st.none(), edge_floats(0.0, 1.0, open_lo=True, open_hi=True))))},
         "eval": {"batch_size": draw(st.integers(1, 16)), "num_samples": draw(small_ints(2, 12)),
                  "denoise_batch": draw(small_ints(1, 16)), "grid_size": draw(small_ints(1, 3)),
+                 "denoise_t_points": draw(small_ints(2, 12)),
                  **draw(_section(every_images=st.sampled_from((0, batch)), grid_every_images=st.sampled_from((0, batch)),
                                  metrics=st.lists(st.sampled_from(("fd_pixel", "spectrum", "kid", "classifier")),
                                                   max_size=3, unique=True),
-                                 denoise_loss=st.booleans(), denoise_t_points=small_ints(2, 12)))},
+                                 denoise_loss=st.booleans()))},
         **draw(_section(seed=small_ints(0, 3), log_every_images=st.sampled_from((1, batch)),
                         checkpoint_every_images=st.sampled_from((0, batch)), save_checkpoint=st.booleans())),
         "device": "cpu",

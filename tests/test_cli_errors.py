@@ -223,6 +223,9 @@ ROWS = [
          "eval.metrics: 'spectrum' needs data.image_size >= 4 (3 radial shells) (got ['spectrum'])"),
         ("c-min-above-c-max", ["spectral.c_min=0.5", "spectral.c_max=0.2"], "spectral.c_min: c_min=0.5 must not "
          "exceed c_max=0.2 (got 0.5)"),
+        ("noise-left-in-samples", ["flow.noise_scale=40", "sample.t_eps_last=0.99", "sample.steps=3",
+                                   "eval.metrics=[fd_pixel]"], "flow.noise_scale: with sample.t_eps_last 0.99 and 3 "
+         "euler steps the samples keep 0.293 of the initial noise"),
     ]],
     Row("train-escape-digits-test-split", ["train", "{in}/digits_heldout.yaml", "--dry-run"], "eval.denoise_batch: "
         "larger than the digits test split (180 images) (got 256)"),

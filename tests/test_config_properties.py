@@ -140,7 +140,9 @@ def _spec_property(tree: dict, data) -> None:
         text = str(err)
         assert "\n" not in text, text
         assert any(k in text for k in KNOWN_KEYS | {"grid", "search", "resources", "name", "base"}), text
+        event(f"spec refused: {text.split(':', 1)[0][:40]}")
         return
+    event("spec accepted, a trial ran")
     # one trial, resolved as the runner resolves it: a grid or baseline plan, or a search draw with SF on
     plans = (grid_plans(spec) if spec.grid else []) + (baseline_plans(spec) if spec.search else [])
     choices = [p.config for p in plans]

@@ -96,6 +96,24 @@ def _sample(cfg: "TrainConfig") -> None:
     lo, hi = cfg.sample.cfg_interval
     if not 0.0 <= lo <= hi <= 1.0:  # the sampler guides on lo <= t <= hi (trainers/samplers.py)
         _fail("sample.cfg_interval", "expected [lo, hi] with 0 <= lo <= hi <= 1", [lo, hi])
+    s = cfg.sample
+    if s.t_eps_last is not None and cfg.eval.metrics:
+        # The clamped last step leaves part of the initial noise (noise_scale * eps) in every sample, and the
+        # evaluator refuses samples beyond |x| <= max_abs (its guard against [0, 255] images). The share left is
+        # what the real sampler returns for a model that predicts 0 from a z0 of ones (the ODE is linear in z then).
+        import torch
+
+        from trainers.evaluation import Evaluator
+        from trainers.samplers import get_sampler
+
+        max_abs = inspect.signature(Evaluator).parameters["max_abs"].default
+        z = get_sampler(s.sampler)(lambda z, t: torch.zeros_like(z), torch.ones(1, dtype=torch.float64),
+                                   steps=s.steps, t_eps_last=s.t_eps_last)
+        left = abs(float(z[0]))
+        if cfg.flow.noise_scale * left * 7 > max_abs:  # 7 sigma: no sample of any realistic size reaches it
+            _fail("flow.noise_scale", f"with sample.t_eps_last {s.t_eps_last} and {s.steps} {s.sampler} steps the "
+                  f"samples keep {left:.3g} of the initial noise, which at 7 sigma exceeds the evaluator's "
+                  f"|x| <= {max_abs}; lower flow.noise_scale or unset sample.t_eps_last", cfg.flow.noise_scale)
 
 
 def _heldout(cfg: "TrainConfig") -> None:
