@@ -24,6 +24,18 @@ def test_defaults_are_a_valid_tiny_run():
     ({"spectral": {"window_size": 5}}, "spectral.window_size: 5 does not divide"),
     ({"optim": {"ema_decays": [1.5]}}, "optim.ema_decays"),
     ({"sample": {"ema_index": 3}}, "sample.ema_index"),
+    # cross-field rules of trainers/config_rules.py (issue 23): what the run relies on, refused at load
+    ({"eval": {"denoise_t_points": 4}}, "eval.denoise_t_points: the held-out loss is reported per t bucket"),
+    ({"data": {"image_size": 10}}, "model.patch_size: the preset jit-tiny's patch size 4 does not divide "
+                                   "data.image_size 10"),
+    ({"sample": {"cfg_interval": [0.5, 1.5]}}, "sample.cfg_interval: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ({"optim": {"betas": [0.9, 1.0]}}, "optim.betas: AdamW's betas must each lie in [0, 1) (got [0.9, 1.0])"),
+    ({"flow": {"noise_scale": float("nan")}}, "flow.noise_scale: Input should be a finite number"),
+    ({"spectral": {"window_size": 1}}, "spectral.window_size: a DCT window needs at least 2 pixels per side"),
+    ({"data": {"options": {"num_samples": 8}}}, "optim.batch_size: larger than the grf train split (8 images) (got 64)"),
+    ({"data": {"options": {"channels": 4}}}, "data.options.channels: sample grids and Inception read (1, 3)"),
+    ({"data": {"image_size": 4}, "spectral": {"enabled": True, "schedule": "snr"}},
+     "spectral.r0: the snr schedule fits alpha and r0"),
 ])
 def test_errors_name_the_key_path_and_value(tree, needle):
     with pytest.raises(ConfigError) as err:
@@ -53,6 +65,24 @@ def test_flat_keys_match_the_mlflow_contract():
     for key in ("model.patch_size", "model.preset", "spectral.enabled", "spectral.schedule", "spectral.alpha",
                 "spectral.c_min", "spectral.kappa", "data.name", "data.image_size", "seed"):
         assert key in flat
+
+
+def test_rules_that_hold_pass():
+    # the edges the rules allow: 5 t points, the preset's patch dividing the size, a fitted snr at 16 px, betas of 0
+    cfg = config_from_dict({"eval": {"denoise_t_points": 5}, "data": {"image_size": 16},
+                            "spectral": {"enabled": True, "schedule": "snr"}, "optim": {"betas": [0.0, 0.0]},
+                            "sample": {"cfg_interval": [0.0, 0.0]}})
+    assert cfg.eval.denoise_t_points == 5 and cfg.model.patch_size is None
+    # a rule of an unused feature does not apply: no held-out loss, no t buckets
+    assert config_from_dict({"eval": {"denoise_loss": False, "denoise_t_points": 2}}).eval.denoise_t_points == 2
+
+
+def test_world_rules_name_the_workers_key():
+    from trainers.config_rules import check_world
+
+    check_world(config_from_dict({"optim": {"batch_size": 12}}), 3)
+    with pytest.raises(ValueError, match=r"resources.workers: does not divide optim.batch_size 12 \(got 5\)"):
+        check_world(config_from_dict({"optim": {"batch_size": 12}}), 5)
 
 
 def test_set_dotted_refuses_to_descend_into_a_value():
