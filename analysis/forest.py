@@ -42,7 +42,7 @@ def plot_forest(rows: Sequence[Row], interaction: Row | None, metric: str, inter
     span = (max(values) - min(values)) or 1.0
     left, right = min(values) - 0.12 * span, max(values) + 0.12 * span
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(7.2, 0.55 * len(shown) + 1.35), layout="constrained")
+        fig = Figure(figsize=(6.8, 0.45 * len(shown) + 1.15), layout="constrained")
         ax = fig.subplots()
         higher = higher_is_better(metric)
         # shade the side where SF improves the metric: Δ < 0 for lower-is-better, Δ > 0 for higher-is-better
