@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -120,20 +121,20 @@ def write_shard(job: dict[str, Any]) -> dict[str, Any]:
         return {"bad": bad}
     path = os.path.join(job["dest"], job["file"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(out))
+    body = memoryview(out).cast("B")  # C-contiguous: the .npy payload as it is, no copy
+    digest = hashlib.sha256(head.getvalue())
+    digest.update(body)  # hashed from memory: the shard is not read back
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(out))
-        header = f.tell()
-        f.write(out.tobytes())
+        f.write(head.getvalue())
+        f.write(body)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)  # the shard appears whole or not at all
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return {"file": job["file"], "count": n, "bytes": os.path.getsize(path), "header_bytes": header,
-            "sha256": digest.hexdigest()}
+    return {"file": job["file"], "count": n, "bytes": len(head.getvalue()) + body.nbytes,
+            "header_bytes": len(head.getvalue()), "sha256": digest.hexdigest()}
 
 
 # ------------------------------------------------------------------------------------------------------- driver
@@ -212,6 +213,16 @@ def _finished(dest: str, job: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def _pool_context():
+    """Not fork: a forked child of a process whose torch/OpenMP threads hold locks can hang forever. A fork server
+    started clean, with torch and PIL imported once, forks workers that start in milliseconds; spawn elsewhere."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.datasets.folder"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _run(jobs: list[dict[str, Any]], workers: int, address: str | None, on_done) -> None:
     """Run write_shard over `jobs` in a process pool (or Ray tasks at `address`), calling on_done(job, result)."""
     if address:
@@ -228,8 +239,7 @@ def _run(jobs: list[dict[str, Any]], workers: int, address: str | None, on_done)
         finally:
             ray.shutdown()
         return
-    # spawn, not fork: a forked child of a process whose torch/OpenMP threads hold locks can hang forever
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         pending = {pool.submit(write_shard, job): job for job in jobs}
         while pending:
             ready, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -345,8 +355,7 @@ def verify_prepared(dest: str, workers: int | None = None) -> dict[str, Any]:
     except PreparedDataError as err:
         raise UserError("DEST", str(err), dest) from None
     shards = [s for part in manifest["splits"].values() for s in part.get("shards", [])]
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=_pool_context()) as pool:
         for shard, digest in zip(shards, pool.map(_sha_or_none, [join(dest, s["file"]) for s in shards])):
             if digest != shard["sha256"]:
                 why = "is missing" if digest is None else "fails its checksum"
