@@ -100,6 +100,9 @@ def inputs(tmp_path_factory) -> pathlib.Path:
     # escapes the property-based search found (tests/test_config_properties.py): each passed --dry-run, then failed
     _write(d / "digits_heldout.yaml", _cfg(data={"name": "digits", "image_size": 8},
                                            model={"preset": "jit-tiny", "patch_size": 4}, eval__denoise_batch=256))
+    _write(d / "digits_snr.yaml", _cfg(data={"name": "digits", "image_size": 8}, eval__denoise_batch=16,
+                                       model={"preset": "jit-tiny", "patch_size": 4},
+                                       spectral={"enabled": True, "schedule": "snr"}))
     _write(d / "spec_grid_workers.yaml", {**SPEC, "resources": {"workers": 2, "cpus_per_worker": 1},
                                           "grid": {"optim.batch_size": [16, 17]}})
     search = {"metric": "eval/denoise_loss", "num_samples": 2}
@@ -227,6 +230,8 @@ ROWS = [
                                    "eval.metrics=[fd_pixel]"], "flow.noise_scale: with sample.t_eps_last 0.99 and 3 "
          "euler steps the samples keep 0.293 of the initial noise"),
     ]],
+    Row("train-escape-snr-fit-data", ["train", "{in}/digits_snr.yaml", "--dry-run"], "spectral.r0: the snr schedule "
+        "fits a power law to the training images' spectrum, and digits at 8 px has none"),
     Row("train-escape-digits-test-split", ["train", "{in}/digits_heldout.yaml", "--dry-run"], "eval.denoise_batch: "
         "larger than the digits test split (180 images) (got 256)"),
     # ------------------------------------------------------------------------------------------------ sweep

@@ -115,12 +115,23 @@ SEARCH_DIMS = {
 }
 
 
+def _loads(tree: dict) -> bool:
+    try:
+        config_from_dict(tree)
+    except ConfigError:
+        return False
+    return True
+
+
 @st.composite
 def spec_trees(draw) -> dict:
-    base = draw(config_trees(FOLDER))
+    # a base the loader accepts (the config property covers bad bases), so that the spec's own keys are exercised
+    base = draw(config_trees(FOLDER, wild=False).filter(_loads))
     base["optim"]["total_images"] = base["optim"]["batch_size"]  # one step per trial
-    tree = {"name": "props", "base": base,
-            "resources": {"workers": draw(st.integers(1, 3)), "cpus_per_worker": 1}}
+    batch = base["optim"]["batch_size"]
+    fits = [w for w in (1, 2, 3) if batch % w == 0]  # mostly a world size the base batch splits over
+    workers = draw(st.one_of(st.sampled_from(fits), st.sampled_from(fits), st.sampled_from(fits), st.integers(1, 3)))
+    tree = {"name": "props", "base": base, "resources": {"workers": workers, "cpus_per_worker": 1}}
     grid_keys = draw(st.lists(st.sampled_from(sorted(GRID_VALUES)), max_size=2, unique=True))
     tree["grid"] = {k: draw(st.lists(GRID_VALUES[k], min_size=1, max_size=3)) for k in grid_keys}
     if draw(st.booleans()) or not grid_keys:

@@ -398,3 +398,16 @@ def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:
                    test_size=len(built["test"]) if "test" in built else len(train))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    s = cfg.spectral
+    if s.enabled and s.schedule == "snr" and (s.r0 is None or s.fit_from_data):
+        # the run fits the power law to these images (trainers/builders.build_spectral): data without one refuses
+        from trainers.builders import spectrum_sample
+        from trainers.spectral import fit_power_law
+
+        try:
+            fit_power_law(spectrum_sample(train), noise_var=cfg.flow.noise_scale ** 2)
+        except ValueError as err:
+            key = "spectral.fit_from_data" if s.fit_from_data else "spectral.r0"
+            raise ConfigError(f"{key}: the snr schedule fits a power law to the training images' spectrum, and "
+                              f"{cfg.data.name} at {cfg.data.image_size} px has none ({' '.join(str(err).split())}); "
+                              f"set spectral.r0 and fit_from_data: false (got {getattr(s, key.split('.')[1])!r})") from None
