@@ -76,9 +76,11 @@ def data_sections(draw, folder: pathlib.Path) -> dict:
 
 
 @st.composite
-def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent")) -> dict:
-    """A config tree (the YAML a user writes) drawn across the schema; many are invalid, on purpose."""
-    _WILD[0] = draw(st.integers(0, 3)) == 0  # read by edge_floats/small_ints while this tree's strategies are built
+def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild: bool | None = None) -> dict:
+    """A config tree (the YAML a user writes) drawn across the schema; many are invalid, on purpose.
+    wild=None: a quarter of the trees are wild (see _WILD)."""
+    # read by edge_floats/small_ints/divisor_of while this tree's strategies are built
+    _WILD[0] = draw(st.integers(0, 3)) == 0 if wild is None else wild
     batch = draw(st.integers(1, 16))
     data = draw(data_sections(folder))
     size = data["image_size"]
@@ -103,7 +105,7 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent")) -> d
         "optim": {"batch_size": batch, "lr": 1e-3,
                   "total_images": draw(st.sampled_from((batch, batch, 2 * batch, batch + 1) + ((batch - 1,) if _WILD[0] else ()))),
                   **draw(_section(blr=edge_floats(0.0, 1e-2, open_lo=True), weight_decay=edge_floats(0.0, 0.1),
-                                  betas=st.tuples(edge_floats(0.0, 1.0), edge_floats(0.0, 1.0)),
+                                  betas=st.tuples(edge_floats(0.0, 1.0, open_hi=True), edge_floats(0.0, 1.0, open_hi=True)),
                                   warmup_images=st.sampled_from((0, 1, batch, 10 * batch)),
                                   grad_clip=st.one_of(st.none(), edge_floats(0.0, 10.0, open_lo=True)),
                                   ema_decays=st.lists(edge_floats(0.0, 1.0, open_lo=True, open_hi=True), min_size=0 if _WILD[0] else 1,
