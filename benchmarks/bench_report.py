@@ -7,7 +7,8 @@ with new run ids and seeds, `replicate`), then times in fresh processes, one aft
 - `new`: `build_report` of this checkout (bulk metric histories, analysis.history);
 - `before`: `build_report` of `--before REV` (default: the last revision that read one history per run and key),
   extracted with `git archive` into a temporary folder, on the same store;
-- the history read alone, bulk vs one call per (run, key), in this checkout.
+- `load_tables` alone (runs + metric histories), bulk vs search_runs pages + one history call per (run, key), in
+  this checkout.
 
 Each process reports its wall seconds and peak resident memory (ru_maxrss); the table prints seconds and ratios,
 never a pass/fail.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCHES = (16, 8, 4, 2)
+TIMEOUT_S = 900  # per measured process: the old per-key path at 10,000 runs may take longer on a busy machine
 BEFORE = "bb30a6c"  # one get_metric_history call per (run, key); prose-first report
 
 # run in a child process so each figure has its own peak memory; argv: uri, out, mode
@@ -40,14 +42,9 @@ if mode == "report":
     result = build_report(["bench"], uri, out)
     extra = {"verdict": result.verdict[:160]}
 else:
-    from mlflow.tracking import MlflowClient
-    from analysis.runs import all_runs
-    client = MlflowClient(uri)
-    runs = list(all_runs(client, [client.get_experiment_by_name("bench").experiment_id]))
-    t1 = time.perf_counter()
-    from analysis import history
-    read = history.bulk_histories if mode == "bulk" else history.per_key_histories
-    extra = {"history_rows": len(read(client, runs)), "search_s": round(t1 - t0, 2)}
+    from analysis.runs import load_tables
+    tables = load_tables("bench", uri, bulk=(mode == "load-bulk"))
+    extra = {"history_rows": len(tables.history)}
 print(json.dumps({"seconds": round(time.perf_counter() - t0, 2),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}))
 """
@@ -55,8 +52,11 @@ print(json.dumps({"seconds": round(time.perf_counter() - t0, 2),
 
 def _child(src: Path, uri: str, out: Path, mode: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    proc = subprocess.run([sys.executable, "-c", CHILD, uri, str(out), mode], cwd=src, env=env,
-                          capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, uri, str(out), mode], cwd=src, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"seconds": None, "error": f"did not finish within {TIMEOUT_S} s"}
     if proc.returncode:  # a path that cannot produce a report at this size is a finding, not a crash of the bench
         return {"seconds": None, "error": (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,8 +120,8 @@ def measure(n_runs: int, work: Path, before: Path | None) -> dict:
                             effects={16: -6.0, 8: -3.0, 4: -1.0, 2: 0.0})
         replicate(work / "bench.db", copies, seeds)
     row = {"runs": n_runs, "log_runs_s": round(time.perf_counter() - t0, 1)}
-    row["history_bulk"] = _child(ROOT, uri, work / "h", "bulk")
-    row["history_per_key"] = _child(ROOT, uri, work / "h", "per-key")
+    row["load_bulk"] = _child(ROOT, uri, work / "h", "load-bulk")
+    row["load_per_key"] = _child(ROOT, uri, work / "h", "load-per-key")
     row["report_new"] = _child(ROOT, uri, work / "new", "report")
     if before is not None:
         row["report_before"] = _child(before, uri, work / "before", "report")
@@ -129,10 +129,10 @@ def measure(n_runs: int, work: Path, before: Path | None) -> dict:
 
 
 def summary(row: dict) -> str:
-    new, bulk, per_key = row["report_new"], row["history_bulk"], row["history_per_key"]
+    new, bulk, per_key = row["report_new"], row["load_bulk"], row["load_per_key"]
     if any(r["seconds"] is None for r in (new, bulk, per_key)):
         return f"{row['runs']:>6} runs  failed: {[r.get('error') for r in (new, bulk, per_key)]}"
-    lines = [f"{row['runs']:>6} runs  history read: bulk {bulk['seconds']:.1f} s vs per (run, key) "
+    lines = [f"{row['runs']:>6} runs  load runs + histories: bulk {bulk['seconds']:.1f} s vs per (run, key) "
              f"{per_key['seconds']:.1f} s ({per_key['seconds'] / bulk['seconds']:.1f}x; {bulk['history_rows']} rows)",
              f"{'':>6}       report: new {new['seconds']:.1f} s, peak {new['peak_rss_mb']} MB"]
     if "report_before" in row:
