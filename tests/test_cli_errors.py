@@ -217,6 +217,8 @@ ROWS = [
          "(got 1)"),
         ("kappa-inf", ["spectral.kappa=.inf"], "spectral.kappa: Input should be a finite number (got inf)"),
         ("betas", ["optim.betas=[1.0, 0.95]"], "optim.betas: AdamW's betas must each lie in [0, 1) (got [1.0, 0.95])"),
+        ("betas-unbounded-step", ["optim.betas=[0.999999, 0.0]"], "optim.betas: Adam needs beta1^2 < sqrt(beta2) for "
+         "a bounded step (Kingma & Ba 2015) (got [0.999999, 0.0])"),
         ("fd-pixel-dims", ["data.image_size=64", "data.options.channels=3", "eval.metrics=[fd_pixel]"],
          "eval.metrics: 'fd_pixel' at 3x64x64 needs a 12288-d covariance (limit 8192)"),
         ("snr-fit-bins", ["data.image_size=4", "model.patch_size=4", "spectral.enabled=true", "spectral.schedule=snr"],

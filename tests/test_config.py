@@ -30,6 +30,7 @@ def test_defaults_are_a_valid_tiny_run():
                                    "data.image_size 10"),
     ({"sample": {"cfg_interval": [0.5, 1.5]}}, "sample.cfg_interval: expected [lo, hi] with 0 <= lo <= hi <= 1"),
     ({"optim": {"betas": [0.9, 1.0]}}, "optim.betas: AdamW's betas must each lie in [0, 1) (got [0.9, 1.0])"),
+    ({"optim": {"betas": [0.9, 0.5]}}, "optim.betas: Adam needs beta1^2 < sqrt(beta2)"),
     ({"flow": {"noise_scale": float("nan")}}, "flow.noise_scale: Input should be a finite number"),
     ({"spectral": {"window_size": 1}}, "spectral.window_size: a DCT window needs at least 2 pixels per side"),
     ({"data": {"options": {"num_samples": 8}}}, "optim.batch_size: larger than the grf train split (8 images) (got 64)"),
@@ -68,9 +69,9 @@ def test_flat_keys_match_the_mlflow_contract():
 
 
 def test_rules_that_hold_pass():
-    # the edges the rules allow: 5 t points, the preset's patch dividing the size, a fitted snr at 16 px, betas of 0
+    # the edges the rules allow: 5 t points, the preset's patch dividing the size, a fitted snr at 16 px, beta1 0
     cfg = config_from_dict({"eval": {"denoise_t_points": 5}, "data": {"image_size": 16},
-                            "spectral": {"enabled": True, "schedule": "snr"}, "optim": {"betas": [0.0, 0.0]},
+                            "spectral": {"enabled": True, "schedule": "snr"}, "optim": {"betas": [0.0, 0.0001]},
                             "sample": {"cfg_interval": [0.0, 0.0]}})
     assert cfg.eval.denoise_t_points == 5 and cfg.model.patch_size is None
     # a rule of an unused feature does not apply: no held-out loss, no t buckets

@@ -33,7 +33,7 @@ from trainers.checkpoint import load_checkpoint
 from trainers.config import ConfigError, check_environment, config_from_dict, config_with_overrides
 from trainers.loop import Hooks, Trainer
 
-FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 24, 8, 300, 80
+FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 24, 8, 200, 60
 _COMMON = dict(derandomize=True, deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("fast", max_examples=FAST_CONFIGS, **_COMMON)

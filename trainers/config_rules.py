@@ -61,6 +61,10 @@ def _optim(cfg: "TrainConfig") -> None:
     betas = cfg.optim.betas
     if not all(0.0 <= b < 1.0 for b in betas):  # torch.optim.AdamW refuses others ("Invalid beta parameter")
         _fail("optim.betas", "AdamW's betas must each lie in [0, 1)", list(betas))
+    if not betas[0] ** 2 < betas[1] ** 0.5:
+        # Adam's step stays bounded only when beta1^2 < sqrt(beta2) (Kingma & Ba 2015, Theorem 4.1): (0.999999, 0)
+        # blew the weights up in two steps and the evaluator refused the samples (|x| > 5)
+        _fail("optim.betas", "Adam needs beta1^2 < sqrt(beta2) for a bounded step (Kingma & Ba 2015)", list(betas))
 
 
 def _spectral(cfg: "TrainConfig") -> None:
