@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster to run the shard tasks on (DEST must be storage "
                    "every node sees); default: processes on this machine")
     p.add_argument("--shard-size", type=positive_int, default=None,
-                   help="images per shard (default: about 256 MB of pixels per shard)")
+                   help="images per shard (default: about 256 MB of pixels per shard, smaller for small "
+                   "datasets so that there are at least 64 shards of >= 64 images)")
     p.add_argument("--restart", action="store_true", help="drop an interrupted prepare's shards and start over "
                    "(needed when SRC's listing changed)")
     p.add_argument("--verify", action="store_true", help="check an existing prepared dataset SRC: every shard's "

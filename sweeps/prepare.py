@@ -38,6 +38,7 @@ from sweeps.errors import UserError
 
 PREPARABLE = ("imagenet", "imagefolder", "cifar10", "mnist", "digits")
 DEFAULT_SHARD_BYTES = 256 << 20  # ~256 MB shards: 1,365 images at 256 px, few files, ranged reads stay small
+MIN_SHARDS = 64
 STATE = ".prepare"
 CROP = {"imagenet": "ADM centre crop (box-halve while short side >= 2N, bicubic short side to N, centre N x N), "
                     "RGB uint8, exactly the live imagenet dataset's pixels",
@@ -76,7 +77,9 @@ def plan(src: str, dataset: str, image_size: int, shard_size: int | None) -> dic
         n = len(ds)
         channels, num_classes = ds.channels, ds.num_classes
         per_image = ds.channels * image_size * image_size
-        size = shard_size or max(1, DEFAULT_SHARD_BYTES // per_image)
+        # ~256 MB shards, but at least MIN_SHARDS of them (>= 64 images each) so a small dataset keeps every core
+        # busy; a rule of n alone, not of --workers, so a rerun with other workers continues the same plan
+        size = shard_size or max(1, min(DEFAULT_SHARD_BYTES // per_image, max(64, -(-n // MIN_SHARDS))))
         files = [os.path.relpath(p, src) for p, _ in ds._samples] if hasattr(ds, "_samples") else None
         labels = [int(ds._label(i)) for i in range(n)]
         classes = getattr(ds, "classes", None) or [str(c) for c in range(num_classes)]
