@@ -75,8 +75,13 @@ def data_sections(draw, folder: pathlib.Path) -> dict:
     return data
 
 
+FAST_METRICS = ("fd_pixel", "spectrum", "kid")
+ALL_METRICS = FAST_METRICS + ("classifier",)  # the digit classifier trains for seconds before its first use
+
+
 @st.composite
-def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild: bool | None = None) -> dict:
+def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild: bool | None = None,
+                 metrics: tuple[str, ...] = FAST_METRICS) -> dict:
     """A config tree (the YAML a user writes) drawn across the schema; many are invalid, on purpose.
     wild=None: a quarter of the trees are wild (see _WILD)."""
     # read by edge_floats/small_ints/divisor_of while this tree's strategies are built
@@ -122,7 +127,7 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild
                  "denoise_batch": draw(small_ints(1, 16)), "grid_size": draw(small_ints(1, 3)),
                  "denoise_t_points": draw(small_ints(2, 12)),
                  **draw(_section(every_images=st.sampled_from((0, batch)), grid_every_images=st.sampled_from((0, batch)),
-                                 metrics=st.lists(st.sampled_from(("fd_pixel", "spectrum", "kid", "classifier")),
+                                 metrics=st.lists(st.sampled_from(metrics),
                                                   max_size=3, unique=True),
                                  denoise_loss=st.booleans()))},
         **draw(_section(seed=small_ints(0, 3), log_every_images=st.sampled_from((1, batch)),

@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 
 from sweeps.preflight import check_spec_environment
 from sweeps.spec import SpecError, baseline_plans, grid_plans, spec_from_dict
-from config_strategies import KNOWN_KEYS, assert_one_line_naming_a_key, config_trees, image_folder
+from config_strategies import ALL_METRICS, KNOWN_KEYS, assert_one_line_naming_a_key, config_trees, image_folder
 from trainers.checkpoint import load_checkpoint
 from trainers.config import ConfigError, check_environment, config_from_dict, config_with_overrides
 from trainers.loop import Hooks, Trainer
 
-FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 24, 8, 200, 60
+FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 16, 6, 120, 40
 _COMMON = dict(derandomize=True, deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("fast", max_examples=FAST_CONFIGS, **_COMMON)
@@ -87,7 +87,7 @@ def test_a_config_is_refused_in_one_line_or_runs(tree):
 
 @pytest.mark.slow
 @settings(settings.get_profile("fast"), max_examples=SLOW_CONFIGS)
-@given(config_trees(FOLDER))
+@given(config_trees(FOLDER, metrics=ALL_METRICS))
 def test_a_config_is_refused_in_one_line_or_runs_long(tree):
     _config_property(tree)
 
