@@ -232,6 +232,20 @@ ROWS = [
                                    "eval.metrics=[fd_pixel]"], "flow.noise_scale: with sample.t_eps_last 0.99 and 3 "
          "euler steps the samples keep 0.293 of the initial noise"),
     ]],
+    # --------------------------------------------- train: the plug-in denoiser contract (issue 19), refused at load
+    *[Row(f"train-model-target-{name}", ["train", "{in}/tiny.yaml", "--dry-run", "--set", "model.patch_size=null",
+                                         *[a for kv in sets for a in ("--set", kv)]], needle) for name, sets, needle in [
+        ("import", ["model.target=no_such_pkg.nets:build"], "model.target: module 'no_such_pkg.nets' does not import"),
+        ("name", ["model.target=trainers.unet:build_unett"], "model.target: module 'trainers.unet' has no attribute "
+         "'build_unett' (got 'trainers.unet:build_unett')"),
+        ("option", ["model.target=trainers.unet:build_unet", "model.options.depth=3"], "model.options: ['depth'] not "
+         "accepted by model.target 'trainers.unet:build_unet'"),
+        ("builder-raises", ["model.target=trainers.unet:build_unet", "model.options.base_channels=0"],
+         "model.target: the builder raised ValueError: base_channels, num_res_blocks and channel_mult must be "
+         "positive"),
+        ("predicts", ["model.target=trainers.unet:build_unet", "model.predicts=score"], "model.predicts: Input should "
+         "be 'x', 'v' or 'eps' (got 'score')"),
+    ]],
     Row("train-escape-snr-fit-data", ["train", "{in}/digits_snr.yaml", "--dry-run"], "spectral.r0: the snr schedule "
         "fits a power law to the training images' spectrum, and digits at 8 px has none"),
     Row("train-escape-digits-test-split", ["train", "{in}/digits_heldout.yaml", "--dry-run"], "eval.denoise_batch: "

@@ -67,18 +67,28 @@ def build_spectral(cfg: TrainConfig, images: torch.Tensor | None = None) -> tupl
 
 
 def build_model(cfg: TrainConfig, channels: int, num_classes: int, spectral: torch.nn.Module | None) -> torch.nn.Module:
-    from trainers.jit import build_jit
+    """The run's denoiser through the plug-in contract (trainers/denoiser_contract.py): model.target's builder, or
+    the built-in JiT when it is None, with SF attached before the model and its prediction turned into x_hat."""
+    from trainers.denoiser_contract import build_from_config
 
-    return build_jit(cfg.model.preset, image_size=cfg.data.image_size, patch_size=cfg.model.patch_size,
-                     in_channels=channels, num_classes=num_classes, spectral=spectral, bottleneck=cfg.model.bottleneck)
+    return build_from_config(cfg, channels=channels, num_classes=num_classes, spectral=spectral)
 
 
-def model_shape_params(model: torch.nn.Module) -> dict[str, Any]:
+def model_shape_params(model: torch.nn.Module, cfg: TrainConfig | None = None) -> dict[str, Any]:
     """Derived params of the built model: token count, parameter count, the resolved bottleneck width and the patch
-    compression ratio (patch dim C*p*p over the bottleneck; JiT-B/32 at 3 channels: 3072/128 = 24)."""
+    compression ratio (patch dim C*p*p over the bottleneck; JiT-B/32 at 3 channels: 3072/128 = 24).
+
+    With `cfg` and a model.target: model.options.<key> and the module's describe() as model.reported.<key>; a module
+    without `num_tokens` counts every pixel as a position (tokens = image_size^2, so the analysis keys it as patch 1)."""
     preset = getattr(model, "preset", None)
-    out: dict[str, Any] = {"model.tokens": getattr(model, "num_tokens", None),
-                           "model.parameters": sum(p.numel() for p in model.parameters())}
+    tokens = getattr(model, "num_tokens", None)
+    if tokens is None and cfg is not None and cfg.model.target is not None:
+        tokens = cfg.data.image_size ** 2
+    out: dict[str, Any] = {"model.tokens": tokens, "model.parameters": sum(p.numel() for p in model.parameters())}
+    if cfg is not None:
+        from trainers.denoiser_contract import reported_params
+
+        out.update(reported_params(model, cfg))
     if preset is not None:
         out["model.bottleneck"] = preset.bottleneck
         out["model.compression_ratio"] = model.in_channels * preset.patch_size ** 2 / preset.bottleneck
@@ -108,7 +118,7 @@ class Denoiser:
 
 
 def build_denoiser(cfg: TrainConfig) -> Denoiser:
-    """Device, training data, SF operator and the seeded JiT (not compiled: the caller compiles after its EMA)."""
+    """Device, training data, SF operator and the seeded model (not compiled: the caller compiles after its EMA)."""
     device = resolve_device(cfg.device)
     # GPU options are checked against the resolved device before any data is built: no silent fallback
     if cfg.model.compile:

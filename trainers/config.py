@@ -38,7 +38,13 @@ class _Frozen(BaseModel):
 
 
 class ModelConfig(_Frozen):
-    preset: str = "jit-tiny"
+    # the plug-in denoiser contract (trainers/denoiser_contract.py, docs/own_model.md): "package.module:builder",
+    # called as builder(image_size=, channels=, num_classes=, **options); None = the built-in JiT (preset below)
+    target: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    # what the target's module returns: the clean image x, the velocity v = x - eps, or the noise eps
+    predicts: Literal["x", "v", "eps"] = "x"
+    preset: str = "jit-tiny"  # the built-in JiT's size (ignored with a target, as are patch_size and bottleneck)
     # None keeps the preset's own patch size; set it to tokenise the same architecture coarse or fine.
     patch_size: int | None = Field(default=None, gt=0)
     # None keeps the preset's own bottleneck width (the patch embedder's p*p*C -> bottleneck map). Set it to vary the
@@ -188,6 +194,7 @@ class TrainConfig(_Frozen):
         # not inside a Ray worker; imported lazily because the registries import torch
         _check_preset(self.model.preset)
         _check_data(self.data)
+        _check_model(self)
         _check_eval(self)
         # cross-field rules the run relies on (patch grid, t buckets, CFG interval, SF, data sizes): config_rules.py
         from trainers.config_rules import check_rules
@@ -318,6 +325,16 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"model.preset: unknown preset, {hint}known: {', '.join(names)} (got {preset!r})")
 
 
+def _check_model(cfg: "TrainConfig") -> None:
+    # model.target imports, names a builder taking model.options; probed on a batch when the config alone fixes the
+    # data's channels (grf, unconditional); other data are probed by check_environment once built
+    from trainers.config_rules import static_data_facts
+    from trainers.denoiser_contract import check_model
+
+    facts = static_data_facts(cfg) if cfg.model.target is not None else None
+    check_model(cfg, channels=facts and facts["channels"], num_classes=0 if facts else None)
+
+
 def _check_data(data: DataConfig) -> None:
     from trainers.data import DATASETS
 
@@ -396,6 +413,10 @@ def check_environment(cfg: TrainConfig, *, build_data: bool = True) -> None:
     try:
         check_data(cfg, channels=train.channels, train_size=len(train),
                    test_size=len(built["test"]) if "test" in built else len(train))
+        if cfg.model.target is not None:  # the builder probed with the data's own channels and classes
+            from trainers.denoiser_contract import check_model
+
+            check_model(cfg, channels=train.channels, num_classes=train.num_classes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     s = cfg.spectral

@@ -9,7 +9,8 @@ Architecture, following the paper's code family:
   blocks with pre-norm RMSNorm, qk-normed attention with axial 2D RoPE, SwiGLU MLP, adaLN-zero modulation
   from c = t_emb + y_emb; from block `in_context_start` on, `in_context_len` class tokens (y_emb + a learned
   positional embedding) are prepended and dropped again before the zero-initialised final layer.
-Spectral Forcing is a hook: `spectral(x, t)` filters the network input before the patch embedder.
+Spectral Forcing is a hook: `spectral(x, t)` filters the network input before the patch embedder (a forward
+pre-hook of the denoiser contract, trainers/denoiser_contract.py, the same one a user's model gets).
 
 CPU usage:
     .venv/bin/python -c "import torch; from trainers.jit import build_jit; \
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from trainers.denoiser_contract import attach_spectral
 
 __all__ = ["JiTPreset", "JIT_PRESETS", "JiT", "build_jit", "sincos_pos_embed_2d", "timestep_embedding",
            "rope_2d_tables", "apply_rope"]
@@ -275,7 +278,10 @@ class JiT(nn.Module):
         self.grid_size = image_size // preset.patch_size
         hidden = preset.hidden
 
+        # SF filters x before the patch embedder through the denoiser contract's forward pre-hook, the path every
+        # model takes (trainers/denoiser_contract.py); `spectral` stays a submodule, so state_dict keys are unchanged
         self.spectral = spectral
+        attach_spectral(self, spectral)
         self.t_embedder = nn.Sequential(nn.Linear(TIME_FREQ_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.y_embedder = nn.Embedding(num_classes + 1, hidden)  # last row = null class
         self.x_embedder = BottleneckPatchEmbed(preset.patch_size, in_channels, preset.bottleneck, hidden)
@@ -359,9 +365,7 @@ class JiT(nn.Module):
         return torch.einsum("bhwpqc->bchpwq", x).reshape(b, ch, g * p, g * p)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        t = self._check_inputs(x, t, y)
-        if self.spectral is not None:
-            x = self.spectral(x, t)  # only the network input is filtered
+        t = self._check_inputs(x, t, y)  # x arrives SF-filtered by the `spectral` pre-hook (only the input is)
         y_emb = self.y_embedder(y)
         c = self.t_embedder(timestep_embedding(t)) + y_emb
         h = self.x_embedder(x) + self.pos_embed

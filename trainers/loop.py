@@ -124,7 +124,7 @@ class Trainer:
         run = TrainingRun(cfg, self.out_dir, model, ema, optimizer, dataset, device)
         run.extra_params.update(built.fitted)
         run.extra_params.update(data_spectrum(built.sample))
-        run.extra_params.update(model_shape_params(model))
+        run.extra_params.update(model_shape_params(model, cfg))
         if getattr(dataset, "uses_root", False):  # file-backed data: its digest keeps runs on other data apart
             run.extra_params[C.DATA_DIGEST_PARAM] = dataset.identity()["digest"][:C.DATA_DIGEST_CHARS]
         if self.resume_from.is_file():
