@@ -270,6 +270,7 @@ def user_module(tmp_path, monkeypatch):
     ({"predicts": "v"}, "model.predicts: the built-in JiT predicts x"),
     ({"options": {"width": 8}}, "model.options: options go to model.target's builder"),
     ({"target": "user_nets:build", "patch_size": 4}, "model.patch_size: applies to the built-in JiT only"),
+    ({"target": "user_nets:build", "compile": True}, "model.compile: compiles the module's `blocks` ModuleList"),
 ])
 def test_bad_targets_are_refused_at_load_in_one_line(user_module, model, expected):
     with pytest.raises(ConfigError) as info:
@@ -288,3 +289,30 @@ def test_a_good_target_loads_and_records_its_params(user_module):
     unet = _cfg(target="trainers.unet:build_unet", options={"base_channels": 8})
     reported = model_shape_params(build_model(unet, 1, 0, None), unet)
     assert reported["model.reported.arch"] == "unet" and reported["model.reported.base_channels"] == 8
+
+
+# ------------------------------------------------------------------------------------------- analysis contexts
+def test_two_architectures_never_pair_in_the_analysis(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from analysis import load_runs
+    from analysis.compare import compare_arms
+    from analysis.synthetic import log_synthetic_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.search_experiments()  # create the schema once
+    target_of = {}
+    for target, effect in (("None", -6.0), ("trainers.unet:build_unet", 0.0)):  # JiT logs its unset target so
+        sweep = log_synthetic_sweep(uri, "two-archs", patch_sizes=(8,), seeds=range(3), effects={8: effect},
+                                    sweep_name=f"sweep-{target}", rng_seed=len(target_of))
+        for run_id in sweep.trial_run_ids.values():
+            client.log_param(run_id, "model.target", target)
+            target_of[run_id] = target
+    comparison = compare_arms(load_runs("two-archs", uri), ["eval/fd_pixel"])
+    pairs = comparison.pairs
+    assert len(pairs) == 6  # 3 seed pairs per architecture, none across
+    assert all(target_of[b] == target_of[s] for b, s in zip(pairs["baseline_run_id"], pairs["sf_run_id"]))
+    rows = comparison.comparisons
+    assert len(rows) == 2 and set(rows["n_pairs"]) == {3}
+    assert all("model.target" in c for c in rows["context"])

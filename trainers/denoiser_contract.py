@@ -275,6 +275,11 @@ def check_model(cfg: Any, *, channels: int | None = None, num_classes: int | Non
             attach_spectral(module, None)  # the name SF takes must be free on the module
         except ValueError as err:
             raise _fail("model.target", str(err), m.target) from None
+        blocks = getattr(module, "blocks", None)
+        if m.compile and not (isinstance(blocks, nn.ModuleList) and len(blocks)):
+            # trainers/accel.compile_blocks compiles a `blocks` ModuleList in place (SF stays eager)
+            raise _fail("model.compile", f"compiles the module's `blocks` ModuleList in place, and model.target "
+                                         f"{m.target!r} returns a {type(module).__name__} without one", m.compile)
     _PROBED[key] = None
 
 
