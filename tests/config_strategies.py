@@ -125,7 +125,7 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild
                                 t_eps_last=st.one_of(st.none(), edge_floats(0.0, 1.0, open_lo=True, open_hi=True))))},
         "eval": {"batch_size": draw(st.integers(1, 16)), "num_samples": draw(small_ints(2, 12)),
                  "denoise_batch": draw(small_ints(1, 16)), "grid_size": draw(small_ints(1, 3)),
-                 "denoise_t_points": draw(small_ints(2, 12)),
+                 "denoise_t_points": draw(small_ints(2, 12) if _WILD[0] else st.integers(5, 12)),
                  **draw(_section(every_images=st.sampled_from((0, batch)), grid_every_images=st.sampled_from((0, batch)),
                                  metrics=st.lists(st.sampled_from(metrics),
                                                   max_size=3, unique=True),
@@ -134,12 +134,17 @@ def config_trees(draw, folder: pathlib.Path = pathlib.Path("/nonexistent"), wild
                         checkpoint_every_images=st.sampled_from((0, batch)), save_checkpoint=st.booleans())),
         "device": "cpu",
     }
+    if not _WILD[0] and size % 4 and tree["model"].get("patch_size") is None:  # the presets' patch is 4
+        tree["model"]["patch_size"] = draw(divisor_of(size))
     if not _WILD[0]:  # ordered pairs, as the rules ask (wild trees keep them as drawn)
         sf, interval = tree["spectral"], tree["sample"].get("cfg_interval")
         if "c_min" in sf and "c_max" in sf:
             sf["c_min"], sf["c_max"] = sorted((sf["c_min"], sf["c_max"]))
         if interval:
             tree["sample"]["cfg_interval"] = tuple(sorted(interval))
+        betas = tree["optim"].get("betas")
+        if betas and not betas[0] ** 2 < betas[1] ** 0.5:  # Adam's bounded-step condition (config_rules)
+            tree["optim"]["betas"] = (0.0, betas[1] or 0.5)
     return tree
 
 

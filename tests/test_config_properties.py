@@ -33,7 +33,7 @@ from trainers.checkpoint import load_checkpoint
 from trainers.config import ConfigError, check_environment, config_from_dict, config_with_overrides
 from trainers.loop import Hooks, Trainer
 
-FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 16, 6, 120, 40
+FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 10, 8, 150, 50
 _COMMON = dict(derandomize=True, deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("fast", max_examples=FAST_CONFIGS, **_COMMON)
@@ -98,8 +98,9 @@ GRID_VALUES = {
     "spectral.enabled": st.booleans(),
     "spectral.schedule": st.sampled_from(("linear", "contour", "snr", "constant", "none")),
     "optim.batch_size": st.integers(1, 12),
-    "eval.denoise_t_points": st.integers(2, 8),
-    "sample.cfg_interval": st.tuples(st.floats(-0.2, 1.2), st.floats(-0.2, 1.2)).map(list),
+    "eval.denoise_t_points": st.one_of(st.integers(5, 8), st.integers(2, 8)),
+    "sample.cfg_interval": st.one_of(st.tuples(st.floats(0, 1), st.floats(0, 1)).map(sorted),
+                                     st.tuples(st.floats(-0.2, 1.2), st.floats(-0.2, 1.2)).map(list)),
     "data.options.num_samples": st.integers(1, 24),
     "seed": st.integers(0, 3),
 }
