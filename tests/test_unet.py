@@ -167,3 +167,46 @@ def test_an_outside_model_runs_in_a_one_trial_sweep(outside):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["model.target"] == "user_nets_outside:build"
     assert runs[0].data.params["model.reported.kind"] == "tiny-conv"
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtFirstCheckpoint:
+    """Hooks that end the run right after its first checkpoint is on disk (as a SIGKILL there would)."""
+
+    def __getattr__(self, name):
+        from trainers.loop import Hooks
+
+        return getattr(Hooks(), name)
+
+    def on_checkpoint(self, images, path, metrics):
+        raise _Killed(images)
+
+
+def test_a_contract_model_resumes_exactly_with_its_ema(tmp_path):
+    from trainers.checkpoint import load_checkpoint
+    from trainers.config import config_from_dict
+    from trainers.loop import Trainer
+
+    cfg = config_from_dict({**CONFIG, "model": {"target": "trainers.unet:build_unet",
+                                                "options": {"base_channels": 8}, "predicts": "v"},
+                            "eval": {**CONFIG["eval"], "metrics": []}, "device": "cpu"})
+    Trainer(cfg, tmp_path / "straight").run()
+    with pytest.raises(_Killed):
+        Trainer(cfg, tmp_path / "killed", hooks=_KillAtFirstCheckpoint()).run()
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["images_seen"] < CONFIG["optim"]["total_images"]
+    Trainer(cfg, tmp_path / "killed").run()  # re-running the same command resumes
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("straight", "killed"))
+    assert a["images_seen"] == b["images_seen"] == CONFIG["optim"]["total_images"]
+    for part in ("model", "ema"):
+        flat_a, flat_b = _tensors(a[part]), _tensors(b[part])
+        assert flat_a and flat_a.keys() == flat_b.keys() and all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
+
+
+def _tensors(tree, prefix=""):
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else []
+    return {k: v for key, sub in items for k, v in _tensors(sub, f"{prefix}/{key}").items()}
