@@ -128,18 +128,25 @@ def measure(n_runs: int, work: Path, before: Path | None) -> dict:
     return row
 
 
+def _secs(figure: dict) -> str:
+    return f"{figure['seconds']:.1f} s" if figure["seconds"] is not None else f"failed ({figure['error']})"
+
+
+def _ratio(slow: dict, fast: dict) -> str:
+    if slow["seconds"] is None or fast["seconds"] is None:
+        return ""
+    return f" ({slow['seconds'] / fast['seconds']:.1f}x)"
+
+
 def summary(row: dict) -> str:
     new, bulk, per_key = row["report_new"], row["load_bulk"], row["load_per_key"]
-    if any(r["seconds"] is None for r in (new, bulk, per_key)):
-        return f"{row['runs']:>6} runs  failed: {[r.get('error') for r in (new, bulk, per_key)]}"
-    lines = [f"{row['runs']:>6} runs  load runs + histories: bulk {bulk['seconds']:.1f} s vs per (run, key) "
-             f"{per_key['seconds']:.1f} s ({per_key['seconds'] / bulk['seconds']:.1f}x; {bulk['history_rows']} rows)",
-             f"{'':>6}       report: new {new['seconds']:.1f} s, peak {new['peak_rss_mb']} MB"]
+    rows = bulk.get("history_rows", "?")
+    lines = [f"{row['runs']:>6} runs  load runs + histories: bulk {_secs(bulk)} vs per (run, key) {_secs(per_key)}"
+             f"{_ratio(per_key, bulk)}; {rows} history rows",
+             f"{'':>6}       report: new {_secs(new)}, peak {new.get('peak_rss_mb', '?')} MB"]
     if "report_before" in row:
         old = row["report_before"]
-        lines[-1] += (f"; before: failed ({old['error']})" if old["seconds"] is None else
-                      f"; before {old['seconds']:.1f} s, peak {old['peak_rss_mb']} MB "
-                      f"({old['seconds'] / new['seconds']:.1f}x faster now)")
+        lines[-1] += f"; before {_secs(old)}, peak {old.get('peak_rss_mb', '?')} MB{_ratio(old, new)}"
     return "\n".join(lines)
 
 
