@@ -4,7 +4,7 @@ Every rule here mirrors a check that the code raises later, inside the run (the 
 loss's t buckets, the sampler's CFG interval, the SF operator, the training stream, the evaluator, the sample grid),
 so `specforce train --dry-run`, `sweep --dry-run` and `submit` refuse a config before any work instead of every
 trial dying on a cluster. Each refusal is one line naming the dotted key path and the value:
-`model.patch_size: the preset's patch size 4 does not divide data.image_size 10 (got None)`.
+`model.patch_size: the preset jit-tiny's patch size 4 does not divide data.image_size 10; ... (got None)`.
 
     .venv/bin/python -c "from trainers.config import config_from_dict; config_from_dict({'eval': {'denoise_t_points': 2}})"
 
