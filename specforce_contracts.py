@@ -253,8 +253,10 @@ SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
 DATA_DIGEST_PARAM = "data.digest"
 DATA_DIGEST_CHARS = 12
 DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
+# model.options.<key> and model.reported.<key> (trainers/denoiser_contract.py) restate what model.target and the
+# model.options param already fix: listed here so they never lengthen a comparison's context label
 MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, "model.tokens", "model.parameters",
-                           "model.compression_ratio")
+                           "model.compression_ratio", "model.options.", "model.reported.")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
