@@ -49,6 +49,8 @@ def _model(cfg: "TrainConfig") -> None:
     # JiT cuts the image into a grid of patch x patch tokens: the patch (the preset's own when unset) must divide it
     from trainers.jit import JIT_PRESETS
 
+    if getattr(cfg.model, "target", None) is not None:  # an outside builder: preset and patch_size are ignored
+        return
     presets = {name.lower(): p for name, p in JIT_PRESETS.items()}
     patch = cfg.model.patch_size or presets[cfg.model.preset.lower()].patch_size
     size = cfg.data.image_size
