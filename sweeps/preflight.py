@@ -129,8 +129,10 @@ def check_spec_environment(spec, *, num_cpus: int | None = None) -> None:
     seen = set()
     for label, cfg in _trial_configs(spec):
         # configs differing only in model/optim/spectral share their environment: check each distinct one once
+        s = cfg.spectral  # an snr schedule that fits its power law on the data is checked against that data too
+        fits = s.enabled and s.schedule == "snr" and (s.r0 is None or s.fit_from_data)
         key = (cfg.device, cfg.eval.inception_weights, cfg.data.model_dump_json(),
-               bool(cfg.eval.metrics or cfg.eval.denoise_loss))
+               bool(cfg.eval.metrics or cfg.eval.denoise_loss), fits)
         if key in seen:
             continue
         seen.add(key)

@@ -103,6 +103,25 @@ def inputs(tmp_path_factory) -> pathlib.Path:
     _write(d / "digits_snr.yaml", _cfg(data={"name": "digits", "image_size": 8}, eval__denoise_batch=16,
                                        model={"preset": "jit-tiny", "patch_size": 4},
                                        spectral={"enabled": True, "schedule": "snr"}))
+    _write(d / "spec_grid_snr.yaml", {**SPEC, "base": _cfg(data={"name": "digits", "image_size": 8},
+                                                            eval__denoise_batch=16,
+                                                            model={"preset": "jit-tiny", "patch_size": 4}),
+                                      "grid": {"spectral.enabled": [True], "spectral.schedule": ["linear", "snr"]}})
+    # a prepared dataset's refusals (trainers/datasets/prepared.py): another image size, a missing shard
+    from sweeps.prepare import prepare_dataset
+
+    for cls in ("a", "b"):
+        for i in range(3):
+            (d / "photos" / cls).mkdir(parents=True, exist_ok=True)
+            _png(d / "photos" / cls / f"{i}.png", seed=i)
+    prepare_dataset(str(d / "photos"), str(d / "prep8"), dataset="imagefolder", image_size=8, workers=1,
+                    shard_size=2, progress=False)
+    _write(d / "prepared_size.yaml", _cfg(data={"name": "prepared", "root": str(d / "prep8"), "image_size": 16}))
+    prepare_dataset(str(d / "photos"), str(d / "prep8_broken"), dataset="imagefolder", image_size=8, workers=1,
+                    shard_size=2, progress=False)
+    (d / "prep8_broken" / "train" / "shard-00001.npy").unlink()
+    _write(d / "prepared_shard.yaml", _cfg(data={"name": "prepared", "root": str(d / "prep8_broken"), "image_size": 8},
+                                          model={"preset": "jit-tiny", "patch_size": 4}))
     _write(d / "spec_grid_workers.yaml", {**SPEC, "resources": {"workers": 2, "cpus_per_worker": 1},
                                           "grid": {"optim.batch_size": [16, 17]}})
     search = {"metric": "eval/denoise_loss", "num_samples": 2}
@@ -265,6 +284,14 @@ ROWS = [
     Row("sweep-root-missing", ["sweep", "{in}/spec_root.yaml", "--dry-run"], "base.data.root: folder does not exist"),
     Row("sweep-escape-grid-vs-workers", ["sweep", "{in}/spec_grid_workers.yaml", "--num-cpus", "4", "--dry-run"],
         "grid trial {'optim.batch_size': 17}: resources.workers: does not divide optim.batch_size 17 (got 2)"),
+    Row("sweep-escape-grid-snr-fit", ["sweep", "{in}/spec_grid_snr.yaml", "--dry-run"],
+        'grid trial {"spectral.enabled": true, "spectral.schedule": "snr"}: spectral.r0: the snr schedule fits'),
+    Row("train-prepared-image-size", ["train", "{in}/prepared_size.yaml", "--dry-run"],
+        "data.image_size is 16 but the prepared dataset at '{in}/prep8' holds 8 px images"),
+    Row("train-prepared-shard-missing", ["train", "{in}/prepared_shard.yaml", "--dry-run"],
+        "prepared: shard '{in}/prep8_broken/train/shard-00001.npy' is missing"),
+    Row("prepare-dest-other-size", ["prepare", "{in}/photos", "{in}/prep8", "--dataset", "imagefolder",
+                                    "--image-size", "16"], "DEST: already holds a prepared dataset with image_size 8"),
     Row("sweep-escape-int-step", ["sweep", "{in}/spec_int_step.yaml", "--dry-run"], "search.space.optim.batch_size: "
         "an int dimension needs whole low, high and step"),
     Row("sweep-escape-float-low", ["sweep", "{in}/spec_float_low.yaml", "--dry-run"], "search.space.spectral.kappa "
