@@ -156,7 +156,8 @@ def verdict(comparison: Comparison, metric: str) -> str:
     inter = _main_interaction(comparison, metric, group)
     tail = ("the coarse-vs-fine comparison needs paired runs at a second patch size" if inter is None
             else interaction_sentence(inter, comparison.confidence))
-    if inter is None and "model.bottleneck=" in context:
+    # a bottleneck that varies only because another architecture has none (model.target differs) is no sweep
+    if inter is None and "model.bottleneck=" in context and "model.target=" not in context:
         tail = "the bottleneck sweep compares compression ratios at this patch size (see 'SF gain vs compression ratio')"
     return _capital("; ".join(parts + [tail])) + scope + "."
 

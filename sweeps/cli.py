@@ -100,7 +100,8 @@ def cmd_train(args) -> int:
         preflight_train(cfg, pathlib.Path(args.out), tracking_uri=args.tracking_uri, experiment=args.experiment,
                         run_name=args.run_name, dry_run=True)
         print(dump_yaml(cfg), end="")
-        print(f"# valid: would train {cfg.model.preset} on {cfg.data.name} for {cfg.optim.total_images:,} images "
+        model = cfg.model.target or cfg.model.preset  # a plug-in model is named by its builder
+        print(f"# valid: would train {model} on {cfg.data.name} for {cfg.optim.total_images:,} images "
               f"-> {args.out}", file=sys.stderr)
         return 0
     from sweeps.local_run import train_with_mlflow
