@@ -67,20 +67,46 @@ def _source(dataset: str, src: str, split: str, image_size: int):
                          ("imagenet", "imagefolder", "cifar10") else None, seed=0, **opts)
 
 
+FOLDER_SPLITS = {"imagefolder": {"train": ""}, "imagenet": {"train": "train", "test": "val"}}
+
+
+class _FolderListing:
+    """A folder split as the planner needs it (classes, files, labels), read through the on-disk index cache without
+    importing torch: the live dataset gives the same list (datasets/folder.py reads the same cache)."""
+
+    def __init__(self, folder: str, dataset: str):
+        from trainers.datasets.folder_index import cached_index
+        from trainers.datasets.image_files import _build_index
+
+        self.classes, self._samples, _ = cached_index(folder, dataset, False, _build_index)
+        self.channels, self.num_classes = 3, len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def _label(self, i: int) -> int:
+        return self._samples[i][1]
+
+
 def plan(src: str, dataset: str, image_size: int, shard_size: int | None) -> dict[str, Any]:
     """Splits -> shards (start, stop) and, for folders, the files; plus what the source is made of."""
     splits: dict[str, Any] = {}
     listing = hashlib.sha256()
     classes = channels = None
     for split in _splits(dataset):
-        ds = _source(dataset, src, split, image_size)
+        if dataset in FOLDER_SPLITS:
+            if not os.path.isdir(src):
+                raise FileNotFoundError(f"{dataset}: root {src!r} does not exist")
+            ds = _FolderListing(os.path.join(src, FOLDER_SPLITS[dataset][split]), dataset)
+        else:
+            ds = _source(dataset, src, split, image_size)
         n = len(ds)
         channels, num_classes = ds.channels, ds.num_classes
         per_image = ds.channels * image_size * image_size
         # ~256 MB shards, but at least MIN_SHARDS of them (>= 64 images each) so a small dataset keeps every core
         # busy; a rule of n alone, not of --workers, so a rerun with other workers continues the same plan
         size = shard_size or max(1, min(DEFAULT_SHARD_BYTES // per_image, max(64, -(-n // MIN_SHARDS))))
-        files = [os.path.relpath(p, src) for p, _ in ds._samples] if hasattr(ds, "_samples") else None
+        files = [os.path.relpath(p, src) for p, _ in ds._samples] if dataset in FOLDER_SPLITS else None
         labels = [int(ds._label(i)) for i in range(n)]
         classes = getattr(ds, "classes", None) or [str(c) for c in range(num_classes)]
         listing.update(json.dumps([split, files, labels]).encode())
@@ -99,9 +125,7 @@ def _cached_source(dataset: str, src: str, split: str, image_size: int):
 def write_shard(job: dict[str, Any]) -> dict[str, Any]:
     """One shard: decode/crop every image, write DEST/<split>/shard-K.npy atomically; returns its manifest entry, or
     {"bad": [...]} listing unreadable source files (nothing is written then). Runs in a pool process or a Ray task."""
-    import torch
-
-    from trainers.datasets.folder import ImageReadError, load_rgb_uint8
+    from trainers.datasets.image_files import ImageReadError, load_rgb_array  # PIL + NumPy: no torch here
 
     dataset, src, split, size = job["dataset"], job["src"], job["split"], job["image_size"]
     n = job["stop"] - job["start"]
@@ -110,10 +134,12 @@ def write_shard(job: dict[str, Any]) -> dict[str, Any]:
     if job["files"] is not None:
         for i, rel in enumerate(job["files"]):
             try:
-                out[i] = load_rgb_uint8(os.path.join(src, rel), size, dataset).numpy()
+                out[i] = load_rgb_array(os.path.join(src, rel), size, dataset)
             except ImageReadError as err:
                 bad.append(f"{rel!r} ({' '.join(str(err).split(': ', 2)[-1].split())})")
     else:
+        import torch
+
         ds = _cached_source(dataset, src if dataset == "cifar10" else "", split, size)
         for i, index in enumerate(range(job["start"], job["stop"])):
             x, _ = ds.raw_item(index)
@@ -218,10 +244,10 @@ def _finished(dest: str, job: dict[str, Any]) -> dict[str, Any] | None:
 
 def _pool_context():
     """Not fork: a forked child of a process whose torch/OpenMP threads hold locks can hang forever. A fork server
-    started clean, with torch and PIL imported once, forks workers that start in milliseconds; spawn elsewhere."""
+    started clean, with NumPy and PIL imported once, forks workers that start in milliseconds; spawn elsewhere."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.datasets.folder"])
+        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.datasets.image_files"])
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -266,3 +266,18 @@ def test_cli_refusals_are_one_line(tmp_path):
     out = run(str(tmp_path), "--dataset", "imagefolder")
     assert out.returncode == 2 and "DEST: is required" in out.stderr and out.stderr.count("\n") == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_planning_and_folder_workers_never_import_torch(prepared, tmp_path):
+    """prepare's serial start-up is the planner's and the pool workers' imports: for folders they stay torch-free."""
+    src, _, _ = prepared
+    code = ("import sys; from sweeps.prepare import plan, write_shard; "
+            f"p = plan({str(src)!r}, 'imagefolder', 8, 4); "
+            f"job = dict(dataset='imagefolder', src={str(src)!r}, dest={str(tmp_path / 'w')!r}, split='train', "
+            "start=0, stop=4, image_size=8, channels=3, file='train/shard-00000.npy', "
+            "files=p['splits']['train']['files'][:4]); "
+            "r = write_shard(job); assert r['count'] == 4, r; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
