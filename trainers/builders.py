@@ -158,11 +158,14 @@ def build_evaluator(cfg: TrainConfig, dataset, device: torch.device, cache_dir: 
 def generate_images(cfg: TrainConfig, model: torch.nn.Module, labels: torch.Tensor, *, channels: int,
                     num_classes: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """Samples of `model` (the sampling weights: the caller swaps EMA in) with the config's sampler, for the given
-    labels (null class = num_classes)."""
+    labels (null class = num_classes). With data.options.cond the model is conditioned on each label's vector
+    (trainers/datasets/cond.py) and guidance's unconditional branch on the zero vector."""
+    from trainers.datasets.cond import build_cond, cond_of
     from trainers.samplers import generate
 
     s = cfg.sample
+    cond = build_cond(cfg.data.options, num_classes)
     return generate(model, n=len(labels), image_shape=(channels, cfg.data.image_size, cfg.data.image_size),
-                    labels=labels.to(device), sampler=s.sampler, steps=s.steps, cfg_scale=s.cfg_scale,
+                    labels=cond_of(cond, labels.to(device)), sampler=s.sampler, steps=s.steps, cfg_scale=s.cfg_scale,
                     cfg_interval=s.cfg_interval, noise_scale=cfg.flow.noise_scale, num_classes=num_classes,
                     generator=generator, device=device, t_eps_last=s.t_eps_last)

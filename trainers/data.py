@@ -18,7 +18,9 @@ has `num_classes` = 0 and labels 0, which is the null class the model sees for i
     imagenet     root/{train,val}/<class>/<image>, ADM centre crop    options: hflip, verify
     prepared     made once by `specforce prepare` (uint8 shards)      options: hflip, verify (size | checksum)
 
-Splits are "train" and "test" ("val" is an alias of "test").
+Splits are "train" and "test" ("val" is an alias of "test"). Every labelled dataset also takes the option
+`cond: {type: class_embedding, dim: D, seed: S}`: the model is then conditioned on a fixed vector per class instead of
+the label (computed from the label on the device; the samples stay (image, label); trainers/datasets/cond.py).
 
 The training stream (`infinite_loader`): epoch e visits the dataset in the permutation drawn from (seed, e); position p
 of that global order belongs to rank p % world_size, so ranks see disjoint shards and together the same global order
@@ -44,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainers.datasets.arrays import MnistSubset, SklearnDigits
 from trainers.datasets.base import ImageDataset, check_image_size, check_seed, check_split, pixels_to_float
 from trainers.datasets.cifar import Cifar10
+from trainers.datasets.cond import build_cond
 from trainers.datasets.folder import ImageFolderDataset, ImageNetDataset
 from trainers.datasets.grf import GaussianRandomField
 from trainers.datasets.prepared import PreparedDataset
@@ -68,6 +71,9 @@ def build_dataset(name: str, *, image_size: int, split: str = "train", root: str
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     cls = DATASETS[name]
     image_size, split, seed = check_image_size(image_size), check_split(split), check_seed(seed)
+    # `cond` is not the dataset's: the label -> vector map is built from it on the device (trainers/datasets/cond.py);
+    # checked here against the data's classes, then left out, so the dataset's identity and caches do not change
+    cond = options.pop("cond", None)
     unknown = sorted(set(options) - set(cls.OPTIONS))
     if unknown:
         known = ", ".join(sorted(cls.OPTIONS)) or "none"
@@ -75,10 +81,14 @@ def build_dataset(name: str, *, image_size: int, split: str = "train", root: str
     if cls.uses_root:
         if root is None:
             raise ValueError(f"{name}: root is required (the folder holding the data)")
-        return cls(image_size=image_size, split=split, seed=seed, root=os.fspath(root), **options)
-    if root is not None:
+        ds = cls(image_size=image_size, split=split, seed=seed, root=os.fspath(root), **options)
+    elif root is not None:
         raise ValueError(f"{name}: root must be None (this dataset reads no files), got {root!r}")
-    return cls(image_size=image_size, split=split, seed=seed, **options)
+    else:
+        ds = cls(image_size=image_size, split=split, seed=seed, **options)
+    if cond is not None:
+        build_cond({"cond": cond}, ds.num_classes)  # refuses unlabelled data (grf) and a malformed spec
+    return ds
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -4,8 +4,9 @@
 
 The builder is called as `build(image_size=..., channels=..., num_classes=..., **options)` and returns an nn.Module
 called as `module(x_t, t, cond)`: x_t [B, C, H, W] the noisy image, t [B] in [0, 1] (t=0 noise, t=1 data, as in
-trainers/flow.py), cond [B] integer labels where `num_classes` is the null (dropped) class; it returns a tensor of
-x_t's shape and dtype: the clean image (predicts: x), the velocity x - eps (v) or the noise (eps). With no target, the
+trainers/flow.py), cond [B] integer labels where `num_classes` is the null (dropped) class, or, with
+data.options.cond (trainers/datasets/cond.py), float vectors [B, D] where the zero vector is the null; it returns a
+tensor of x_t's shape and dtype: the clean image (predicts: x), the velocity x - eps (v) or the noise (eps). With no target, the
 built-in JiT (`builtin_jit`, options preset/patch_size/bottleneck) goes through the same path.
 
 What this module adds to the returned module, in place (its parameter names and state_dict keys are unchanged):
@@ -186,19 +187,26 @@ def _call_builder(target: str, options: Mapping[str, Any], **sizes: int) -> nn.M
     return module
 
 
-def probe(module: nn.Module, target: str, *, image_size: int, channels: int, num_classes: int) -> None:
-    """One forward on a small float32 batch (a real label and the null class): shape, dtype and finiteness."""
+def probe(module: nn.Module, target: str, *, image_size: int, channels: int, num_classes: int,
+          cond_dim: int | None = None) -> None:
+    """One forward on a small float32 batch (a real label and the null class, or with cond_dim a unit vector and the
+    null zero vector): shape, dtype and finiteness."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(PROBE_BATCH, channels, image_size, image_size, generator=gen)
     t = torch.tensor([0.3, 0.8])
-    cond = torch.tensor([0, num_classes])
+    if cond_dim is None:
+        cond = torch.tensor([0, num_classes])
+    else:  # row 0 a unit vector (like a class's), row 1 the null zero vector
+        cond = torch.zeros(PROBE_BATCH, cond_dim)
+        cond[0, 0] = 1.0
+    what = "cond [2]" if cond_dim is None else f"a vector cond [2, {cond_dim}] (data.options.cond.dim)"
     modes = [(m, m.training) for m in module.modules()]
     try:
         module.eval()
         with torch.no_grad():
             out = module(x, t, cond)
     except Exception as err:  # noqa: BLE001
-        raise _fail("model.target", f"the model's forward(x_t {list(x.shape)}, t [2], cond [2]) raised "
+        raise _fail("model.target", f"the model's forward(x_t {list(x.shape)}, t [2], {what}) raised "
                                     f"{type(err).__name__}: {' '.join(str(err).split())[:200]}", target) from None
     finally:
         for m, training in modes:
@@ -249,7 +257,17 @@ def check_model(cfg: Any, *, channels: int | None = None, num_classes: int | Non
     classes only the target, its name and its options are checked; with them the builder is called and probed once
     (cached per target, options and sizes), with the global RNG left as it was."""
     m = cfg.model
+    from trainers.datasets.cond import cond_dim as data_cond_dim
+
+    try:
+        dim = data_cond_dim(cfg.data.options)
+    except ValueError as err:
+        raise _fail("data.options.cond", str(err).partition(", got ")[0], cfg.data.options.get("cond")) from None
     if m.target is None:
+        if dim is not None:
+            raise _fail("data.options.cond", "the built-in JiT takes integer class labels only; a conditioning "
+                                             "vector needs a model.target that takes one (e.g. trainers.unet:"
+                                             "build_unet with options.cond_dim)", cfg.data.options["cond"])
         if m.options:
             raise _fail("model.options", "options go to model.target's builder; the built-in JiT takes "
                                          "model.preset, model.patch_size and model.bottleneck", dict(m.options))
@@ -264,13 +282,14 @@ def check_model(cfg: Any, *, channels: int | None = None, num_classes: int | Non
     check_options(resolve_target(m.target), m.options, m.target)
     if channels is None or num_classes is None:
         return
-    key = (m.target, repr(sorted(m.options.items())), cfg.data.image_size, channels, num_classes)
+    key = (m.target, repr(sorted(m.options.items())), cfg.data.image_size, channels, num_classes, dim)
     if key in _PROBED:
         return
     with torch.random.fork_rng(devices=[]):
         module = _call_builder(m.target, m.options, image_size=cfg.data.image_size, channels=channels,
                                num_classes=num_classes)
-        probe(module, m.target, image_size=cfg.data.image_size, channels=channels, num_classes=num_classes)
+        probe(module, m.target, image_size=cfg.data.image_size, channels=channels, num_classes=num_classes,
+              cond_dim=dim)
         try:
             attach_spectral(module, None)  # the name SF takes must be free on the module
         except ValueError as err:

@@ -48,7 +48,7 @@ def _bshape(t: Tensor, like: Tensor) -> Tensor:
 
 
 class RectifiedFlow:
-    """Logit-normal t, Gaussian noise, label dropout for classifier-free guidance, and the clamped v-loss.
+    """Logit-normal t, Gaussian noise, label (or cond vector) dropout for classifier-free guidance, the clamped v-loss.
 
     Random draws in `loss` happen in a fixed order from the one `generator`: t ([B] normals), then eps
     (x-shaped normals), then the label-drop uniforms ([B]). Replaying a generator with the same seed
@@ -139,14 +139,25 @@ class RectifiedFlow:
     def _check_batch(self, x: Tensor, y: Tensor) -> None:
         if not torch.is_floating_point(x) or x.ndim < 2:
             raise ValueError(f"x: expected a floating-point batch [B, ...], got dtype {x.dtype} shape {tuple(x.shape)}")
+        if torch.is_floating_point(y) and y.ndim == 2 and y.shape[0] == x.shape[0]:
+            return  # a conditioning vector per sample (trainers/datasets/cond.py); zeros are the null condition
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"y: expected shape [{x.shape[0]}] (one label per sample), got {tuple(y.shape)}")
+            raise ValueError(f"y: expected shape [{x.shape[0]}] (one label per sample) or [{x.shape[0]}, D] (one "
+                             f"conditioning vector per sample), got {tuple(y.shape)}")
         if torch.is_floating_point(y) or y.dtype == torch.bool or torch.is_complex(y):
-            raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
+            raise TypeError(f"y: expected integer class labels, got dtype {y.dtype} shape {tuple(y.shape)} "
+                            f"(conditioning vectors are float [B, D])")
+
+    def null_cond(self, y: Tensor) -> Tensor:
+        """The "no condition" of y's kind: the null class for labels, the zero vector for conditioning vectors."""
+        return torch.zeros_like(y) if torch.is_floating_point(y) else torch.full_like(y, self.null_class)
 
     def loss(self, model: Model, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None,
              shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, dict[str, Tensor]]:
         """One training loss: draws t, eps and label dropout, runs `model(z, t, y)`, returns (loss, stats).
+
+        y: integer labels [B] (a dropped one becomes the null class) or conditioning vectors [B, D] float (a dropped
+        one becomes the zero vector, the null condition of trainers/datasets/cond.py).
 
         stats (all detached): "t" [B], "loss_per_sample" [B] and "label_dropped" [B] bool, so the loop can
         log the loss per t-bucket without a second forward.
@@ -162,7 +173,8 @@ class RectifiedFlow:
         t = self.sample_t(b * world, generator=generator, device=x.device)[rows]
         eps = self.noise_like(x if world == 1 else x.new_empty((b * world, *x.shape[1:])), generator)[rows]
         drop = (torch.rand(b * world, generator=generator, device=x.device) < self.label_drop)[rows]
-        y = torch.where(drop, torch.full_like(y, self.null_class), y)
+        # the same draws for labels and vectors (paired-seed streams unchanged); a dropped vector becomes zeros
+        y = torch.where(_bshape(drop, y), self.null_cond(y), y)
         z = self.interpolate(x, eps, t)
         x_hat = model(z, t, y)
         if x_hat.shape != x.shape:

@@ -107,16 +107,20 @@ class HeldOutLoss:
     """The fixed batch, noise and t grid of one run, drawn once on first use; calling it gives the bucket metrics."""
 
     def __init__(self, dataset, *, batch: int, t_points: int, data_seed: int, noise_scale: float,
-                 device: torch.device | str = "cpu", edges: Sequence[float] = T_BUCKET_EDGES):
-        self.dataset, self.batch, self.t_points = dataset, batch, t_points
+                 device: torch.device | str = "cpu", edges: Sequence[float] = T_BUCKET_EDGES, cond=None):
+        # cond: the label -> vector map of data.options.cond (trainers/datasets/cond.py), or None for labels
+        self.dataset, self.batch, self.t_points, self.cond = dataset, batch, t_points, cond
         self.data_seed, self.noise_scale = data_seed, noise_scale
         self.device, self.edges = torch.device(device), tuple(edges)
         self._fixed: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     @classmethod
     def from_config(cls, cfg: "TrainConfig", dataset, device: torch.device | str) -> "HeldOutLoss":
+        from trainers.datasets.cond import build_cond
+
         return cls(dataset, batch=cfg.eval.denoise_batch, t_points=cfg.eval.denoise_t_points,
-                   data_seed=cfg.data.seed, noise_scale=cfg.flow.noise_scale, device=device)
+                   data_seed=cfg.data.seed, noise_scale=cfg.flow.noise_scale, device=device,
+                   cond=build_cond(cfg.data.options, dataset.num_classes))
 
     def inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x, y, eps, t_grid) on the device; drawn on the first call (lazily: a run that never evaluates pays
@@ -125,6 +129,7 @@ class HeldOutLoss:
             x, y = fixed_eval_batch(self.dataset, self.batch, seed=self.data_seed)
             eps = fixed_noise(x.shape, self.data_seed, self.noise_scale)
             grid = t_grid(self.t_points)
+            y = y if self.cond is None else self.cond(y)  # the fixed batch's conditioning vectors
             self._fixed = (x.to(self.device), y.to(self.device), eps.to(self.device), grid.to(self.device))
         return self._fixed
 

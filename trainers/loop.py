@@ -38,6 +38,7 @@ from trainers.builders import (build_denoiser, build_evaluator, build_flow, buil
                                generate_images, model_shape_params)
 from trainers.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from trainers.config import TrainConfig, dump_yaml
+from trainers.datasets.cond import build_cond, cond_of
 from trainers.heldout import HeldOutLoss
 from trainers.images import save_grid
 from trainers.schedule import autocast_for, lr_at, next_multiple, step_generator
@@ -121,6 +122,8 @@ class Trainer:
         if cfg.model.compile:  # in place: parameter names, EMA and checkpoints are unchanged; SF stays eager
             compile_blocks(model, device=device, mode=cfg.model.compile_mode)
         self.flow = build_flow(cfg, dataset.num_classes)
+        # data.options.cond: labels -> fixed vectors on the device (trainers/datasets/cond.py); None keeps labels
+        self.cond = build_cond(cfg.data.options, dataset.num_classes)
         run = TrainingRun(cfg, self.out_dir, model, ema, optimizer, dataset, device)
         run.extra_params.update(built.fitted)
         run.extra_params.update(data_spectrum(built.sample))
@@ -192,6 +195,7 @@ class Trainer:
         while run.images_seen < total:
             x, y = next(loader)
             x, y = to_model_input(x.to(run.device, non_blocking=True)), y.to(run.device, non_blocking=True)
+            y = cond_of(self.cond, y)
             lr = lr_at(cfg, run.images_seen)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr

@@ -87,6 +87,8 @@ def make_cfg_denoiser(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: Tens
                       interval: tuple[float, float] = (0.1, 1.0), null_class: int) -> Denoiser:
     """Wrap `model(z, t, y)` into `denoise(z, t)` with classifier-free guidance on t in [lo, hi] (closed).
 
+    y: integer labels [B] (unconditional = `null_class`) or float conditioning vectors [B, D] (unconditional = 0).
+
     x_hat = x_u + s * (x_c - x_u) with s = cfg_scale inside the interval and 1 elsewhere (plain conditional).
     Guiding x_hat equals guiding v, since v is affine in x_hat with the same z and 1 - t.
     Conditional and unconditional passes share one batched forward; when no sample of the batch is inside
@@ -102,9 +104,12 @@ def make_cfg_denoiser(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: Tens
         raise ValueError(f"interval: expected 0 <= lo <= hi <= 1, got {interval!r}")
     if isinstance(null_class, bool) or not isinstance(null_class, int) or null_class < 0:
         raise ValueError(f"null_class: expected a non-negative int, got {null_class!r}")
-    if not isinstance(y, Tensor) or y.ndim != 1 or torch.is_floating_point(y) or y.dtype == torch.bool:
-        raise ValueError(f"y: expected a 1-D integer label tensor, got {y!r}")
-    y_null = torch.full_like(y, null_class)
+    vector = isinstance(y, Tensor) and torch.is_floating_point(y) and y.ndim == 2
+    if not vector and (not isinstance(y, Tensor) or y.ndim != 1 or torch.is_floating_point(y) or y.dtype == torch.bool):
+        raise ValueError(f"y: expected a 1-D integer label tensor or float vectors [B, D], got {y!r}")
+    # the unconditional branch: the null class for labels, the zero vector for conditioning vectors (the null
+    # condition the flow's dropout trained, trainers/datasets/cond.py)
+    y_null = torch.zeros_like(y) if vector else torch.full_like(y, null_class)
 
     def cond_only(z: Tensor, t: Tensor) -> Tensor:
         if z.shape[0] != y.shape[0]:
@@ -130,6 +135,10 @@ def make_cfg_denoiser(model: Callable[[Tensor, Tensor, Tensor], Tensor], y: Tens
 
 def _labels(labels: Tensor | Sequence[int], n: int, num_classes: int, device: torch.device) -> Tensor:
     y = torch.as_tensor(labels, device=device)
+    if torch.is_floating_point(y) and y.ndim == 2:  # conditioning vectors, one per sample
+        if y.shape[0] != n or not torch.isfinite(y).all():
+            raise ValueError(f"labels: expected {n} finite conditioning vectors, got shape {tuple(y.shape)}")
+        return y
     if y.shape != (n,) or torch.is_floating_point(y) or y.dtype == torch.bool:
         raise ValueError(f"labels: expected {n} integer labels, got dtype {y.dtype} shape {tuple(y.shape)}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
@@ -152,7 +161,8 @@ def generate(model: Callable[[Tensor, Tensor, Tensor], Tensor], *, n: int, image
              t_eps_last: float | None = None) -> Tensor:
     """Draw n images [n, C, H, W]: z0 = noise_scale * eps, then the named sampler, under no_grad and eval().
 
-    Labels equal to `num_classes` ask for unconditional samples. The noise is drawn on the generator's own
+    Labels equal to `num_classes` ask for unconditional samples; `labels` may instead be float conditioning vectors
+    [n, D] (zeros = unconditional; trainers/datasets/cond.py). The noise is drawn on the generator's own
     device and then moved, so a CPU generator gives the same images on any device. `device` defaults to
     the model's parameters' device (CPU for a parameterless callable).
     """

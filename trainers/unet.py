@@ -6,8 +6,9 @@ tensor of x_t's shape. It has no patch bottleneck: every pixel reaches the first
 effect from JiT's patch compression (issue 19).
 
 Architecture (ADM, Dhariwal & Nichol 2021, shrunk): sinusoidal time features of 1000*t -> MLP; a learned class
-embedding with one extra row for the null (dropped) class, added to the time embedding; a 3x3 input conv; per
-resolution `num_res_blocks` ResBlocks (GroupNorm, SiLU, 3x3 conv, scale-shift from the embedding, zero-initialised
+embedding with one extra row for the null (dropped) class, added to the time embedding (or, with the option
+`cond_dim`, a linear projection of a conditioning vector per image, the zero vector being the null condition);
+a 3x3 input conv; per resolution `num_res_blocks` ResBlocks (GroupNorm, SiLU, 3x3 conv, scale-shift from the embedding, zero-initialised
 last conv) then a strided-conv downsample; a middle pair of ResBlocks; the mirrored decoder with skip concatenation
 and nearest-neighbour upsampling; GroupNorm, SiLU and a zero-initialised 3x3 output conv (it starts predicting 0).
 
@@ -64,12 +65,14 @@ class UNet(nn.Module):
     """See the module docstring. Two resolutions by default (image_size and image_size / 2)."""
 
     def __init__(self, *, image_size: int, channels: int, num_classes: int, base_channels: int = 32,
-                 channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1) -> None:
+                 channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1, cond_dim: int = 0) -> None:
         super().__init__()
         levels = len(channel_mult)
         if image_size % 2 ** (levels - 1):
             raise ValueError(f"image_size: {image_size} is not divisible by 2^{levels - 1} "
                              f"({levels} resolutions)")
+        if cond_dim < 0:
+            raise ValueError(f"cond_dim: must be >= 0 (0 = integer class labels), got {cond_dim}")
         if base_channels < 1 or num_res_blocks < 1 or not channel_mult or min(channel_mult) < 1:
             raise ValueError(f"base_channels, num_res_blocks and channel_mult must be positive, got "
                              f"{base_channels}, {num_res_blocks}, {channel_mult}")
@@ -77,7 +80,11 @@ class UNet(nn.Module):
         self.base_channels, self.channel_mult, self.num_res_blocks = base_channels, tuple(channel_mult), num_res_blocks
         emb = 4 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.class_emb = nn.Embedding(num_classes + 1, emb)  # last row: the null class (dropped label)
+        self.cond_dim = cond_dim
+        if cond_dim:  # a vector per image (e.g. a text embedding): projected; the zero vector (null) maps to the bias
+            self.cond_proj = nn.Linear(cond_dim, emb)
+        else:
+            self.class_emb = nn.Embedding(num_classes + 1, emb)  # last row: the null class (dropped label)
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, ch = [base_channels], base_channels
@@ -104,12 +111,20 @@ class UNet(nn.Module):
     def describe(self) -> dict[str, object]:
         """What the contract logs as model.reported.*: the architecture as built."""
         return {"arch": "unet", "base_channels": self.base_channels, "resolutions": len(self.channel_mult),
-                "channel_mult": "x".join(map(str, self.channel_mult)), "num_res_blocks": self.num_res_blocks}
+                "channel_mult": "x".join(map(str, self.channel_mult)), "num_res_blocks": self.num_res_blocks,
+                **({"cond_dim": self.cond_dim} if self.cond_dim else {})}
+
+    def _cond_embedding(self, cond: Tensor) -> Tensor:
+        vector = torch.is_floating_point(cond)
+        if vector != bool(self.cond_dim) or (vector and (cond.ndim != 2 or cond.shape[1] != self.cond_dim)):
+            want = f"float vectors [B, {self.cond_dim}]" if self.cond_dim else "integer labels [B] (or set cond_dim)"
+            raise ValueError(f"cond: this unet takes {want}, got dtype {cond.dtype} shape {tuple(cond.shape)}")
+        return self.cond_proj(cond) if vector else self.class_emb(cond)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        e = self.time_mlp(_time_features(t)) + self.class_emb(cond)
+        e = self.time_mlp(_time_features(t)) + self._cond_embedding(cond)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
@@ -123,7 +138,8 @@ class UNet(nn.Module):
 
 
 def build_unet(*, image_size: int, channels: int, num_classes: int, base_channels: int = 32,
-               channel_mult: tuple[int, ...] | list[int] = (1, 2), num_res_blocks: int = 1) -> UNet:
-    """The contract's builder (model.target "trainers.unet:build_unet"); defaults are unet-tiny (~0.5M params)."""
+               channel_mult: tuple[int, ...] | list[int] = (1, 2), num_res_blocks: int = 1, cond_dim: int = 0) -> UNet:
+    """The contract's builder (model.target "trainers.unet:build_unet"); defaults are unet-tiny (~0.5M params).
+    cond_dim > 0: cond is a float vector [B, cond_dim] (data.options.cond.dim) instead of a label."""
     return UNet(image_size=image_size, channels=channels, num_classes=num_classes, base_channels=base_channels,
-                channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks)
+                channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks, cond_dim=cond_dim)

@@ -124,9 +124,14 @@ class ImageDataset(Dataset):
     def check_options(cls, options: dict[str, Any]) -> None:
         """Refuse unknown option names and ill-typed values before anything is read or built (config load time).
 
-        Raises ValueError/TypeError whose message starts with the option's name."""
+        Raises ValueError/TypeError whose message starts with the option's name. `cond` (a conditioning vector
+        per image, trainers/datasets/cond.py) is an option of every dataset: trainers.data strips it before building."""
         for key in options:
-            if key not in cls.OPTIONS:
+            if key == "cond":
+                from trainers.datasets.cond import check_cond
+
+                check_cond(options[key])
+            elif key not in cls.OPTIONS:
                 close = difflib.get_close_matches(str(key), list(cls.OPTIONS), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 known = ", ".join(sorted(cls.OPTIONS)) or "none"
