@@ -117,13 +117,24 @@ def dashboard_port() -> int:
     return _free_port(avoid=frozenset({DEFAULT_DASHBOARD_AGENT_LISTEN_PORT}))
 
 
+def worker_pythonpath(project_root: str) -> str:
+    """The workers' PYTHONPATH: the project first, then the user's own entries (a model.target package on their
+    PYTHONPATH must import on workers from any cwd; Ray's runtime env would otherwise replace it). Relative entries
+    are made absolute against this cwd, since workers start elsewhere; an empty entry means this cwd too."""
+    entries = [project_root]
+    user = os.environ.get("PYTHONPATH")
+    for entry in (user.split(os.pathsep) if user else []):
+        entries += [os.path.abspath(entry or os.getcwd())]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
 def _init_ray(address: str | None, num_cpus: int | None) -> None:
     import ray
 
     if ray.is_initialized():
         return
     project_root = str(pathlib.Path(__file__).resolve().parents[1])
-    env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": project_root}
+    env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONPATH": worker_pythonpath(project_root)}
     from sweeps.trial import TIMELINE_ENV
 
     if os.environ.get(TIMELINE_ENV):  # the overhead benchmark's profile: every trial process appends to one file

@@ -12,20 +12,34 @@ head node's PATH (DESIGN.md §4). The sweep runs on the cluster as its own drive
 cluster can reach: an MLflow server URL, or a sqlite file only when the cluster is this machine. Likewise `--storage`
 is required and must be shared (s3://, gs://, or an absolute path all nodes mount): the default, a folder in the
 working dir, would be the job's temporary copy on the cluster, lost with the job (and with it `--resume`).
+
+A spec may lie anywhere (the user's own repository): one outside the project travels as a tiny staged package in the
+runtime env's `py_modules` (`specforce_spec_<hash>/spec.yaml`, its `base_config` inlined), and the entrypoint,
+`python -m sweeps.submit specforce_spec_<hash> ...`, finds it there and runs the sweep on it. A `model.target`
+builder outside the project travels the same way: its top-level package folder (or single-file module), located
+with importlib.util.find_spec on this machine, goes into `py_modules`, so the cluster needs no copy of the user's
+repository; installed packages (site-packages) must be installed on the cluster too.
+
+    .venv/bin/python -m pytest tests/test_submit_external.py -q -m "slow or not slow"   # CPU, local Ray cluster
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import pathlib
 import shlex
+import shutil
 import sys
+import sysconfig
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from specforce_contracts import JOB_SPEC_METADATA
-from sweeps.spec import SpecError, load_spec
+from sweeps.spec import SpecError, _read_yaml, load_spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXCLUDES = [".venv", ".git", "mlflow.db", "mlartifacts", "mlruns", "ray_results", "reports", "runs", "*.pyc",
@@ -117,12 +131,73 @@ def check_job_storage(storage: str | None, address: str) -> str:
     return storage
 
 
+def _targets(spec) -> list[str]:
+    """Every model.target a trial of the spec can build: the base's, a grid's values, a search's choices."""
+    found = [(spec.base.get("model") or {}).get("target")]
+    found += list((spec.grid or {}).get("model.target") or [])
+    dim = (spec.search.space.get("model.target") if spec.search else None)
+    found += list(getattr(dim, "choices", None) or [])
+    return sorted({t for t in found if isinstance(t, str)})
+
+
+def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def model_modules(spec) -> list[str]:
+    """The local folders (or single .py files) that carry the spec's model.target builders to the cluster.
+
+    Only the top-level package is located (importing `pkg.mod` on a worker needs all of `pkg`). Packages inside the
+    project already travel with the working dir, and installed ones (site-packages) come from the cluster's own
+    environment (as does the standard library): uploading e.g. torchvision would shadow the cluster's copy."""
+    modules: list[str] = []
+    for target in _targets(spec):
+        top = target.split(":")[0].split(".")[0]
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        locations = list(found.submodule_search_locations or []) if found else []
+        if found and not locations and found.origin and found.origin.endswith(".py"):
+            locations = [found.origin]  # a single-file module: Ray's py_modules takes a .py file as well
+        if len(locations) != 1 or not os.path.exists(locations[0]):
+            where = ", ".join(locations) or (found.origin if found else "")
+            why = f"is not one folder or .py file (found {where})" if found else "not found"
+            raise SpecError(f"model.target {target!r}: package {top!r} {why} on this machine, so it cannot travel "
+                            "to the cluster with the job; put its folder on PYTHONPATH (a folder, not a zip)")
+        path = pathlib.Path(locations[0]).resolve()
+        installed = {"site-packages", "dist-packages"} & set(path.parts)
+        if _inside(path, ROOT) or installed or _inside(path, pathlib.Path(sysconfig.get_paths()["stdlib"]).resolve()):
+            continue
+        if str(path) not in modules:
+            modules.append(str(path))
+    return modules
+
+
+def stage_spec(spec_path: pathlib.Path, into: pathlib.Path) -> str:
+    """A package `specforce_spec_<hash>` under `into` holding the spec as spec.yaml, its base_config inlined (the
+    file it names stays on this machine), for py_modules. Returns the package name."""
+    import yaml
+
+    tree = _read_yaml(spec_path, "sweep spec")
+    if tree.get("base_config"):  # as load_spec merges it; load_spec has already checked the file exists
+        base = _read_yaml((spec_path.parent / tree.pop("base_config")).resolve(), "base_config") or {}
+        base.update(tree.get("base") or {})
+        tree["base"] = base
+    text = yaml.safe_dump(tree, sort_keys=False)
+    name = "specforce_spec_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    (into / name).mkdir(parents=True)
+    (into / name / "__init__.py").write_text("")  # an importable package, so the job finds it by find_spec
+    (into / name / "spec.yaml").write_text(text)
+    return name
+
+
 def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, storage: str | None = None,
            wait: bool = False, resume: bool = False, verbose: bool = False) -> str:
     spec = load_spec(spec_path)  # validate locally before anything reaches the cluster
     spec_rel = os.path.relpath(spec_path.resolve(), ROOT)
-    if spec_rel.startswith(".."):
-        raise SpecError(f"spec {spec_path}: must live inside the project ({ROOT}) so it travels with the job")
+    outside = spec_rel.startswith("..")
+    py_modules = model_modules(spec)
     storage = check_job_storage(storage, address)
     uri = check_tracking_uri(tracking_uri, address)  # before the network: refusals that need none come first
     check_reachable(address)
@@ -133,20 +208,30 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
         from sweeps.fingerprint import check_resume
 
         check_resume(spec, sweep_dir)
-    args = ["-m", "sweeps.cli", "sweep", spec_rel, "--tracking-uri", uri, "--storage", storage]
+    sweep_args = ["--tracking-uri", uri, "--storage", storage]
     if resume:
-        args.append("--resume")
+        sweep_args.append("--resume")
     if verbose:  # the job's log streams Ray's and the workers' logs too (else they go to the sweep's log file)
-        args.append("--verbose")
+        sweep_args.append("--verbose")
     python = os.environ.get("SPECFORCE_CLUSTER_PYTHON", sys.executable if _is_local(address) else "python")
-    entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
     client = _client(address)
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES,
-                     "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1"}},
-        metadata={JOB_SPEC_METADATA: spec.name},
-    )
+    staging = pathlib.Path(tempfile.mkdtemp(prefix="specforce-submit-"))  # only until submit_job has uploaded it
+    try:
+        if outside:
+            package = stage_spec(spec_path, staging)
+            py_modules.append(str(staging / package))
+            args = ["-m", "sweeps.submit", package, *sweep_args]
+        else:
+            args = ["-m", "sweeps.cli", "sweep", spec_rel, *sweep_args]
+        entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
+        runtime_env = {"working_dir": str(ROOT), "excludes": EXCLUDES,
+                       "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1"}}
+        if py_modules:
+            runtime_env["py_modules"] = py_modules
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                   metadata={JOB_SPEC_METADATA: spec.name})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"submitted {spec.name!r} as {job_id} to {address}; follow with: specforce logs {job_id} "
           f"--address {address} --follow", file=sys.stderr)
     if wait:
@@ -202,3 +287,19 @@ def _job_command(client, command: str, job_id: str, follow: bool) -> int:
         print(f"{job_id}: {'stop requested' if stopped else 'already finished'}")
         return 0
     raise SpecError(f"unknown job command {command!r}")
+
+
+def run_staged(argv: list[str]) -> int:
+    """On the cluster: `python -m sweeps.submit specforce_spec_<hash> SWEEP_ARGS...` sweeps the staged spec, which
+    py_modules extracted somewhere on the node's PYTHONPATH (found by importing nothing, only find_spec)."""
+    from sweeps.cli import main
+
+    found = importlib.util.find_spec(argv[0])
+    if found is None or not found.submodule_search_locations:
+        raise SystemExit(f"specforce submit: staged spec package {argv[0]!r} not on this node's path")
+    spec_file = pathlib.Path(list(found.submodule_search_locations)[0]) / "spec.yaml"
+    return main(["sweep", str(spec_file), *argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(run_staged(sys.argv[1:]))

@@ -332,7 +332,7 @@ ROWS = [
     Row("submit-sqlite-remote", ["submit", "smoke.yaml", "--address", "http://10.1.2.3:8265", "--storage", "s3://b/x", "--tracking-uri", "sqlite:///{in}/m.db"], "cannot be reached from the remote cluster"),
     Row("submit-address-not-url", ["submit", "smoke.yaml", "--address", "127.0.0.1:6379", "--storage", "s3://b/x", "--tracking-uri", "http://10.0.0.1:5000"], "expected the Ray dashboard URL"),
     Row("submit-unreachable", ["submit", "smoke.yaml", "--address", "http://127.0.0.1:{port}", "--storage", "{in}/st"], "Ray dashboard not reachable"),
-    Row("submit-spec-outside-project", ["submit", "{in}/spec.yaml", "--address", "http://127.0.0.1:{port}", "--storage", "/abs"], "must live inside the project"),
+    Row("submit-spec-outside-project", ["submit", "{in}/spec.yaml", "--address", "http://127.0.0.1:{port}", "--storage", "{in}/st"], "Ray dashboard not reachable"),  # a spec outside the project travels with the job: checked up to the network
     Row("submit-spec-missing", ["submit", "nope.yaml", "--address", "http://127.0.0.1:{port}", "--storage", "/abs"], "sweep spec 'nope.yaml': does not exist"),
     Row("status-unreachable", ["status", "raysubmit_x", "--address", "http://127.0.0.1:{port}"], "Ray dashboard not reachable"),
     Row("logs-unreachable", ["logs", "raysubmit_x", "--address", "http://127.0.0.1:{port}"], "Ray dashboard not reachable"),
