@@ -45,6 +45,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXCLUDES = [".venv", ".git", "mlflow.db", "mlartifacts", "mlruns", "ray_results", "reports", "runs", "*.pyc",
             "__pycache__", ".pytest_cache", ".cache", ".specforce"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+STOP_GRACE_S = 60  # seconds a stopped job's driver gets to close its MLflow runs before Ray's SIGKILL
 
 
 def _is_local(address: str) -> bool:
@@ -224,8 +225,12 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
         else:
             args = ["-m", "sweeps.cli", "sweep", spec_rel, *sweep_args]
         entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
+        # `specforce stop` = Ray's SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (Ray's default: 3 s, read by
+        # the job supervisor from this runtime env). The driver needs longer on a busy head to mark its sweep and
+        # trial runs KILLED and stop Ray; with 3 s a stopped job left runs RUNNING in MLflow.
         runtime_env = {"working_dir": str(ROOT), "excludes": EXCLUDES,
-                       "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1"}}
+                       "env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1",
+                                    "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}}
         if py_modules:
             runtime_env["py_modules"] = py_modules
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
