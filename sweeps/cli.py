@@ -272,7 +272,9 @@ def cmd_job(args) -> int:
     return job_command(args.command, args.job_id, address=args.address, follow=getattr(args, "follow", False))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `command`, the report's arguments (which import the analysis stack, ~2 s) are added only
+    when that command is `report`, so `specforce prepare`, `train`, `sweep` ... start without it."""
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog="specforce", description=__doc__, formatter_class=fmt)
     parser.add_argument("--debug", action="store_true", help="show the traceback of a refused command "
@@ -341,9 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("report", help="analyse an experiment's runs and write the ablation report", formatter_class=fmt)
-    from analysis.report import add_arguments
+    if command in (None, "report"):
+        from analysis.report import add_arguments
 
-    add_arguments(p)
+        add_arguments(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="run the demo ablation and its report (the README's first command)",
@@ -411,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from sweeps.errors import debug_enabled, run_command
 
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args, extra = parser.parse_known_args(argv)
     if extra:  # named after the subcommand that refused them, like every other refusal
         parser.exit(2, f"specforce {args.command}: unrecognized arguments: {' '.join(extra)} "
