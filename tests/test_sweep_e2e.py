@@ -11,13 +11,12 @@ import os
 import pathlib
 import re
 import signal
-import time
 
 import pytest
 
 from proc_helpers import pids_with
-from sweep_helpers import (SMOKE, client_for, kill_group, run_cli, start_cli, sweep_runs, trial_runs,
-                                 write_spec)
+from sweep_helpers import (SMOKE, client_for, kill_group, run_cli, start_cli, sweep_runs, trial_runs, wait_for,
+                           write_spec)
 
 CONTRACT_PARAMS = ("model.patch_size", "model.preset", "spectral.enabled", "spectral.schedule", "spectral.alpha",
                    "spectral.c_min", "spectral.kappa", "data.name", "data.image_size", "seed")
@@ -90,17 +89,6 @@ def test_four_concurrent_trials_full_mlflow_layout(tmp_path):
             assert [a.path for a in client.list_artifacts(rid, "spectral")] == ["spectral/mask.png"]
 
 
-def _wait_for(predicate, timeout, proc=None, what=""):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before: {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 def _train_worker_pids(session: int) -> list[int]:
     pids = []
     for pid in pids_with("RayTrainWorker"):
@@ -123,7 +111,7 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path):
     proc = start_cli(["sweep", str(spec)], tmp_path, log)
     try:
         train_dir = tmp_path / "ray_results" / "fault" / "train"
-        _wait_for(lambda: any(train_dir.glob("*/checkpoint_000000001600")), 600, proc, "first checkpoint")
+        wait_for(lambda: any(train_dir.glob("*/checkpoint_000000001600")), 600, proc, "first checkpoint")
         pids = _train_worker_pids(proc.pid)
         assert pids, "no RayTrainWorker process found in the sweep's session"
         for pid in pids:
@@ -158,7 +146,7 @@ def test_driver_killed_mid_sweep_then_resume_runs_each_trial_once(tmp_path):
             return False
 
     try:
-        _wait_for(one_finished, 900, proc, "a finished trial")
+        wait_for(one_finished, 900, proc, "a finished trial")
     finally:
         kill_group(proc)  # the driver and the embedded Ray it started, without any cleanup
     finished_before = {r.data.tags["specforce.trial_id"] for r in trial_runs(client, "crash")
