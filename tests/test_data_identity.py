@@ -5,6 +5,7 @@ analysis, so a baseline trained on one prepared dataset and an SF run on another
 """
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import specforce_contracts as C
@@ -25,19 +26,12 @@ def _pairs(uri: str) -> int:
     return int(table["n_pairs"].sum())
 
 
-def test_runs_on_the_same_data_pair(tmp_path):
+@pytest.mark.parametrize("sf_digest, pairs", [("aaaaaaaaaaaa", 3), ("bbbbbbbbbbbb", 0)],
+                         ids=["same-data-pairs", "different-data-never-pairs"])
+def test_runs_pair_only_on_the_same_data(tmp_path, sf_digest, pairs):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     base = log_synthetic_sweep(uri, "ident", patch_sizes=(8,), arms=(False,), sweep_name="a")
     sf = log_synthetic_sweep(uri, "ident", patch_sizes=(8,), arms=(True,), sweep_name="b", rng_seed=1)
     _stamp(uri, base.trial_run_ids.values(), "aaaaaaaaaaaa")
-    _stamp(uri, sf.trial_run_ids.values(), "aaaaaaaaaaaa")
-    assert _pairs(uri) == 3  # the same data: three seed pairs
-
-
-def test_runs_on_different_data_do_not_pair(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    base = log_synthetic_sweep(uri, "ident", patch_sizes=(8,), arms=(False,), sweep_name="a")
-    sf = log_synthetic_sweep(uri, "ident", patch_sizes=(8,), arms=(True,), sweep_name="b", rng_seed=1)
-    _stamp(uri, base.trial_run_ids.values(), "aaaaaaaaaaaa")
-    _stamp(uri, sf.trial_run_ids.values(), "bbbbbbbbbbbb")
-    assert _pairs(uri) == 0
+    _stamp(uri, sf.trial_run_ids.values(), sf_digest)
+    assert _pairs(uri) == pairs  # the same data: three seed pairs; other data: none
