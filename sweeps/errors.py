@@ -11,7 +11,7 @@ The contract every command follows (`sweeps.cli.main` wraps each one in `run_com
   leaves no new files, folders, MLflow stores or runs behind.
 - Anticipated error classes, printed as a refusal: `UserError` (raised by the pre-flight checks in sweeps/),
   `sweeps.spec.SpecError`, `trainers.config.ConfigError`, `trainers.checkpoint.CheckpointError`,
-  `trainers.datasets.folder.ImageReadError` (an image that breaks after indexing, met mid-training), `OSError` (missing
+  `trainers.datasets.image_files.ImageReadError` (an image that breaks after indexing, met mid-training), `OSError` (missing
   or unwritable files, ports, refused connections; requests' errors derive from it), `yaml.YAMLError`,
   `pickle.UnpicklingError` and MLflow's `MlflowException`. The same classes raised after work started (an MLflow
   server that went away mid-sweep) print the same way; the command has then already marked its runs FAILED and said
