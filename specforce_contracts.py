@@ -16,7 +16,7 @@ with a `{...}` part are patterns (`eval/fd_{extractor}`); `lookup` tries exact k
 `emitted_metrics` says which keys a trial with given `eval.metrics` reports: the spec validator accepts exactly
 those as search and primary metrics, and tests hold the evaluator to it.
 
-Trial record (`TrialRecord`): what one trial actually ran, built by the worker once (trainers/record.py) and sent
+Trial record (`TrialRecord`): what one trial actually ran, built by the worker once (trainers/training/record.py) and sent
 with its first report; the driver logs exactly that, as params (`TrialRecord.params`) and as the JSON artifact
 `ARTIFACT_TRIAL_RECORD`. The Spectral Forcing operator's own description (`SpectralForcing.describe()`) is logged
 under `spectral.used.*`, so an analysis reads the alpha, r0 and cutoffs used instead of re-deriving them.
@@ -37,13 +37,13 @@ DIRECTIONS = (LOWER, HIGHER, NONE)
 EVAL_PREFIX = "eval/"
 TRAIN_PREFIX = "train/"
 SWEEP_PREFIX = "sweep/"
-# eval.metrics options (trainers/evaluation.py): what to measure; each emits the keys of `EMITS` below
+# eval.metrics options (trainers/evaluation/evaluator.py): what to measure; each emits the keys of `EMITS` below
 EVAL_METRIC_OPTIONS = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
 CLASSIFIER_DATASETS = ("mnist", "digits")  # eval.metrics `classifier` needs a digit dataset
-CLASSIFIER_EXTRACTOR = "digitcnn"  # trainers/classifier.py: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
+CLASSIFIER_EXTRACTOR = "digitcnn"  # trainers/evaluation/classifier.py: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
 PIXEL_EXTRACTOR = "pixel"
 FLOOR_SUFFIX, STD_SUFFIX = "_floor", "_std"
-# eval/spec_err_<band>: bands of the normalised radius f = k / (H/2) (trainers/spectra.py)
+# eval/spec_err_<band>: bands of the normalised radius f = k / (H/2) (trainers/evaluation/radial_spectrum.py)
 SPECTRUM_BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 1 / 3), "mid": (1 / 3, 2 / 3), "high": (2 / 3, 1.0)}
 SPEC_ERR_PREFIX = "eval/spec_err_"
 
@@ -253,7 +253,7 @@ SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
 DATA_DIGEST_PARAM = "data.digest"
 DATA_DIGEST_CHARS = 12
 DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
-# model.options.<key> and model.reported.<key> (trainers/denoiser_contract.py) restate what model.target and the
+# model.options.<key> and model.reported.<key> (trainers/model/contract.py) restate what model.target and the
 # model.options param already fix: listed here so they never lengthen a comparison's context label
 MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, "model.tokens", "model.parameters",
                            "model.compression_ratio", "model.options.", "model.reported.")

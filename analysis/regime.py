@@ -2,7 +2,7 @@
 
 The paper's claim is that SF helps most where tokenization is coarse, i.e. where the patch embedder squeezes many
 pixel dims into few (JiT-B/32: 3,072 -> 128, 24x; B/16: 768 -> 128, 6x). Runs log the derived param
-`model.compression_ratio` (trainers/builders.py), so every seed-paired comparison of `analysis.compare` gets an x value
+`model.compression_ratio` (trainers/training/builders.py), so every seed-paired comparison of `analysis.compare` gets an x value
 whether the ratio was varied through the patch size or through `model.bottleneck` at a fixed patch size (which keeps
 the token count fixed and so separates compression from token count).
 

@@ -1,7 +1,7 @@
 """Which sample-quality measures can separate the arms at the run's sample count, judged against their own floor.
 
 A sample-quality measure from n samples has a floor: the same measure between two real sets of n images
-(`<metric>_floor`, trainers/eval_reference.py). Whether it can tell SF from the baseline at this n is decided per
+(`<metric>_floor`, trainers/evaluation/references.py). Whether it can tell SF from the baseline at this n is decided per
 comparison (metric, context, patch size), from what the runs logged:
 
 - with a subset SD (`<metric>_std`, e.g. KID): the estimator's own noise for the difference of two runs is

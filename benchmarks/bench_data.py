@@ -14,7 +14,7 @@ classes), side by side in one process:
 2. Start-up per worker, i.e. the time to build the dataset object: the raw folder with a cold index (a fresh
    $SPECFORCE_CACHE, the in-process verify memo cleared: walk + verify() every file), the raw folder with the on-disk
    index cached (what every later worker and trial pays), and opening the prepared dataset (a path and a file:// URI).
-3. Images/s per core through `trainers.data.infinite_loader(ds, batch_size=64, seed=0, num_workers=0, raw=True)`,
+3. Images/s per core through `trainers.data.loader.infinite_loader(ds, batch_size=64, seed=0, num_workers=0, raw=True)`,
    the training stream (uint8 batches; hflip on, the train split's default), with this process pinned to one CPU and
    torch on one thread: the raw folder (full JPEG decode + ADM crop per image), the prepared dataset from a path
    (memory-mapped .npy shards) and from a file:// URI (pyarrow ranged reads, the s3:// / gs:// code path), the
@@ -58,7 +58,7 @@ def forward_gflops(preset: str) -> float:
     """Forward GFLOPs per image of `preset` at 256 px (bench_gpu's closed form; the model is built on the meta
     device, so nothing is allocated)."""
     from benchmarks.bench_gpu import jit_forward_flops
-    from trainers.jit import build_jit
+    from trainers.model.jit import build_jit
 
     with torch.device("meta"):
         model = build_jit(preset, image_size=IMAGE_SIZE, in_channels=3, num_classes=1000)
@@ -107,7 +107,7 @@ def cpu_with_children() -> float:
 
 def clear_verify_memo() -> None:
     """Forget which files this process has verify()-ed, so the next index build is a cold one."""
-    from trainers.datasets import folder
+    from trainers.data import folder
 
     memo = getattr(folder, "_VERIFIED", None)
     if memo is not None:
@@ -140,7 +140,7 @@ def prepare_times(folder: str, tmp: str, shard_size: int, order: tuple[int, ...]
 
 def startup_times(folder: str, dest: str, tmp: str, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
     """Median (wall, CPU) seconds to build each dataset object (one worker's start-up)."""
-    from trainers.data import build_dataset
+    from trainers.data.loader import build_dataset
 
     uri = "file://" + os.path.abspath(dest)
     raw = lambda: build_dataset("imagefolder", image_size=IMAGE_SIZE, root=folder)  # noqa: E731
@@ -175,7 +175,7 @@ def startup_times(folder: str, dest: str, tmp: str, repeats: int) -> tuple[dict[
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.imagenet_like import make_imagenet_like
-    from trainers.data import build_dataset, infinite_loader
+    from trainers.data.loader import build_dataset, infinite_loader
 
     tmp = tempfile.mkdtemp(prefix="bench_data_")
     try:
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"generating {args.images} ImageNet-like JPEGs in {folder} ...", file=sys.stderr, flush=True)
             make_imagenet_like(folder, args.images, 20, 0)
         os.environ["SPECFORCE_CACHE"] = os.path.join(tmp, "sfcache")  # never the user's cache
-        from trainers.datasets.folder import scan_folder
+        from trainers.data.folder import scan_folder
 
         _, samples = scan_folder(folder, "imagefolder")
         n = len(samples)
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _crops(ds, n: int) -> np.ndarray:
     """The prepared dataset's stored pixels (equal to the live path's: bench_formats asserts it) as [n, 3, H, W]."""
-    from trainers.data import build_dataset
+    from trainers.data.loader import build_dataset
 
     plain = build_dataset("prepared", image_size=IMAGE_SIZE, split="test", root=ds.root)  # test split: no hflip
     return np.stack([plain.raw_item((i, 0))[0].numpy() for i in range(n)])

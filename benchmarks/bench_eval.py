@@ -19,7 +19,7 @@ import torch
 
 
 def _weights(tmp: str):
-    from trainers.inception import resolve_inception_weights, save_random_inception_weights
+    from trainers.evaluation.inception import resolve_inception_weights, save_random_inception_weights
 
     try:
         return resolve_inception_weights(None, allow_download=False), "real"
@@ -28,7 +28,7 @@ def _weights(tmp: str):
 
 
 def bench_inception(weights, device, batch: int, repeats: int) -> dict:
-    from trainers.inception import InceptionExtractor
+    from trainers.evaluation.inception import InceptionExtractor
 
     ex = InceptionExtractor(weights, device)
     x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
@@ -47,7 +47,7 @@ def bench_inception(weights, device, batch: int, repeats: int) -> dict:
 
 
 def bench_fd(repeats: int) -> dict:
-    from trainers.metrics import frechet_distance
+    from trainers.evaluation.metrics import frechet_distance
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3000, 2048)), rng.standard_normal((3000, 2048)) * 1.1
@@ -61,10 +61,10 @@ def bench_fd(repeats: int) -> dict:
 
 
 def bench_split(weights, device, num_samples: int, batch: int, steps: int, tmp: str) -> dict:
-    from trainers.data import build_dataset
-    from trainers.evaluation import Evaluator
-    from trainers.jit import build_jit
-    from trainers.samplers import generate
+    from trainers.data.loader import build_dataset
+    from trainers.evaluation.evaluator import Evaluator
+    from trainers.model.jit import build_jit
+    from trainers.model.samplers import generate
 
     ds = build_dataset("mnist", image_size=32, split="test")
     model = build_jit("jit-tiny", image_size=32, patch_size=4, in_channels=1, num_classes=10).to(device).eval()

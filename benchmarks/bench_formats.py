@@ -5,7 +5,7 @@
     .venv/bin/python -m benchmarks.bench_formats --folder /tmp/imagenet_like --images 2000   # reuse a folder
 
 The input is a generated ImageNet-like folder (benchmarks/imagenet_like.py: JPEGs of 400-640 x 300-480 px, quality
-90). Every image is ADM-centre-cropped to 256 px once through the live path (`trainers.datasets.folder.load_rgb`,
+90). Every image is ADM-centre-cropped to 256 px once through the live path (`trainers.data.folder.load_rgb`,
 float in [-1, 1], turned back into its exact uint8 pixels) and the crops are written in each format:
 
   live path       the raw folder itself: a full JPEG decode plus the ADM crop per image (what training does today)
@@ -114,7 +114,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def folder_paths(folder: str, n: int) -> tuple[list[str], list[int]]:
     """The first n images of the folder in the imagefolder dataset's order, and their labels."""
-    from trainers.datasets.folder import scan_folder
+    from trainers.data.folder import scan_folder
 
     _, samples = scan_folder(folder, "imagefolder")
     if len(samples) < n:
@@ -125,7 +125,7 @@ def folder_paths(folder: str, n: int) -> tuple[list[str], list[int]]:
 
 def live_uint8(path: str) -> np.ndarray:
     """The live path's pixels as uint8 [3, 256, 256]: load_rgb's float x in [-1, 1] -> round((x + 1) * 127.5)."""
-    from trainers.datasets.folder import load_rgb
+    from trainers.data.folder import load_rgb
 
     x = load_rgb(path, SIZE, "imagefolder").numpy()
     return np.rint((x + 1.0) * 127.5).astype(np.uint8)

@@ -1,6 +1,6 @@
 """GPU benchmark of JiT training, sampling and Inception features, plus a 200-step training check through the loop.
 
-Needs only torch and the `trainers` package (no Ray, no MLflow); the training check imports trainers.config, so it
+Needs only torch and the `trainers` package (no Ray, no MLflow); the training check imports trainers.training.config, so it
 also needs pydantic and PyYAML, and the Inception figure needs torch-fidelity (benchmarks/run_gpu_check.sh brings
 the wheels to a bare GPU machine). Without CUDA it runs the same code at toy size on CPU (`--toy` forces that).
 
@@ -28,7 +28,7 @@ synthetic data, bf16 autocast, at the largest batch of 256/128/64 that fits (eag
 - Inception-v3 feature extraction images/s on 256 px images (resized to 299 inside, torch-fidelity's network),
   with RANDOMLY INITIALISED weights: no weights can be downloaded on the GPU machine, and the cost does not
   depend on the weights' values. The figure is throughput only.
-- a training check through `trainers.loop.Trainer`: JiT-B/32 on 3-channel grf at 256 px, SF on, compile on,
+- a training check through `trainers.training.loop.Trainer`: JiT-B/32 on 3-channel grf at 256 px, SF on, compile on,
   fused AdamW auto, 200 steps of batch 64 (toy: jit-tiny at 16 px, 40 steps of 8, compile off); the loss must be
   finite and the mean of the last 3 logged losses (10 steps each; toy: 4) below the mean of the first 3.
 
@@ -110,7 +110,7 @@ LOSS_WINDOW = 3  # logged losses averaged at each end of the training check
 # ------------------------------------------------------------------------------------------------- FLOPs
 def jit_forward_flops(model: torch.nn.Module, batch: int) -> int:
     """Closed-form matmul/conv/attention FLOPs (2 per multiply-add) of one JiT forward at `batch`, SF excluded."""
-    from trainers.jit import TIME_FREQ_DIM
+    from trainers.model.jit import TIME_FREQ_DIM
 
     p, n, c, ps = model.preset, model.num_tokens, model.in_channels, model.patch_size
     h, m, bn = p.hidden, p.mlp_hidden, p.bottleneck
@@ -218,15 +218,15 @@ def _nonzero_init(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 class TrainStep:
-    """One loop step (flow loss with SF, backward, AdamW, EMA) on a fixed synthetic batch, as trainers.loop runs it."""
+    """One loop step (flow loss with SF, backward, AdamW, EMA) on a fixed synthetic batch, as trainers.training.loop runs it."""
 
     def __init__(self, preset: str, image_size: int, overrides: dict, batch: int, device: torch.device,
                  compile_blocks: bool):
-        from trainers.accel import build_adamw, compile_blocks as compile_fn
-        from trainers.ema import EMA
-        from trainers.flow import RectifiedFlow
-        from trainers.jit import build_jit
-        from trainers.spectral import SpectralForcing
+        from trainers.training.accel import build_adamw, compile_blocks as compile_fn
+        from trainers.model.ema import EMA
+        from trainers.model.flow import RectifiedFlow
+        from trainers.model.jit import build_jit
+        from trainers.model.spectral_forcing import SpectralForcing
 
         torch.manual_seed(0)
         self.device, self.batch = device, batch
@@ -325,7 +325,7 @@ def bench_training(preset: str, image_size: int, overrides: dict, s: Setting, de
 
 
 def bench_sampling(model: torch.nn.Module, image_size: int, s: Setting, device: torch.device) -> dict:
-    from trainers.samplers import generate
+    from trainers.model.samplers import generate
 
     labels = torch.arange(s.sample_n, device=device) % NUM_CLASSES
 
@@ -346,7 +346,7 @@ def bench_sampling(model: torch.nn.Module, image_size: int, s: Setting, device: 
 
 # ------------------------------------------------------------------------------------------------ Inception
 def bench_inception(s: Setting, device: torch.device, tmp: str) -> dict:
-    from trainers.inception import InceptionExtractor, save_random_inception_weights
+    from trainers.evaluation.inception import InceptionExtractor, save_random_inception_weights
 
     weights = save_random_inception_weights(pathlib.Path(tmp) / "random_inception.pth")
     ex = InceptionExtractor(weights, device, features=("2048",), allow_download=False)
@@ -361,8 +361,8 @@ def bench_inception(s: Setting, device: torch.device, tmp: str) -> dict:
 
 # -------------------------------------------------------------------------------------------- training check
 def train_check(s: Setting, device: torch.device, tmp: str) -> dict:
-    from trainers.config import config_from_dict
-    from trainers.loop import Hooks, Trainer
+    from trainers.training.config import config_from_dict
+    from trainers.training.loop import Hooks, Trainer
 
     tree = {
         "model": {"preset": s.train_preset, "compile": s.train_compile},
@@ -465,7 +465,7 @@ def print_table(res: dict) -> None:
         print(f"training check: ERROR {tc['error']}")
     else:
         print(f"training check ({tc['preset']}@{tc['image_size']}, {tc['steps']} steps of {tc['batch']}, SF on, "
-              f"compile {'on' if tc['compile'] else 'off'}, through trainers.loop): loss first-{LOSS_WINDOW} mean {tc['first_mean']:.4f} -> "
+              f"compile {'on' if tc['compile'] else 'off'}, through trainers.training.loop): loss first-{LOSS_WINDOW} mean {tc['first_mean']:.4f} -> "
               f"last-{LOSS_WINDOW} mean {tc['last_mean']:.4f}, finite={tc['finite']}, falls={tc['falls']}; loop "
               f"{tc['loop_images_per_s_median']:.1f} images/s (data included), {tc['wall_s']:.0f} s")
     print(f"total {res['total_s']:.0f} s; errors: {len(res['errors'])}")

@@ -17,7 +17,7 @@ import torch
 def step_time(preset: str, patch_size: int, *, image_size: int, batch: int, steps: int, warmup: int,
               device: torch.device, bf16: bool) -> float:
     """Median seconds per forward+backward step (the optimizer update is excluded: it does not scale with tokens)."""
-    from trainers.jit import build_jit
+    from trainers.model.jit import build_jit
 
     torch.manual_seed(0)
     model = build_jit(preset, image_size=image_size, patch_size=patch_size, num_classes=10).to(device)

@@ -33,8 +33,8 @@ def _timeit(fn, *, steps: int, warmup: int, device: torch.device) -> float:
 
 def measure(preset: str, *, image_size: int, patch_size: int | None, batch: int, steps: int, warmup: int,
             device: torch.device, bf16: bool) -> dict[str, float]:
-    from trainers.jit import build_jit
-    from trainers.spectral import SpectralForcing
+    from trainers.model.jit import build_jit
+    from trainers.model.spectral_forcing import SpectralForcing
 
     torch.manual_seed(0)
     sf = SpectralForcing(image_size).to(device)

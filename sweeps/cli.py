@@ -90,7 +90,7 @@ def _load_spec(text: str):
 
 # ---------------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from trainers.config import dump_yaml, load_config
+    from trainers.training.config import dump_yaml, load_config
 
     from sweeps.local_run import preflight_train
 
@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
 def _parse_set(text: str):
     import yaml
 
-    from trainers.config import ConfigError
+    from trainers.training.config import ConfigError
 
     if "=" not in text:
         raise ConfigError(f"--set: expects KEY=VALUE, e.g. model.patch_size=8 (got {text!r})")

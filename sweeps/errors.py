@@ -10,8 +10,8 @@ The contract every command follows (`sweeps.cli.main` wraps each one in `run_com
   <what> is the key path, flag or file at fault. Refusals happen before any work starts, so a refused command
   leaves no new files, folders, MLflow stores or runs behind.
 - Anticipated error classes, printed as a refusal: `UserError` (raised by the pre-flight checks in sweeps/),
-  `sweeps.spec.SpecError`, `trainers.config.ConfigError`, `trainers.checkpoint.CheckpointError`,
-  `trainers.datasets.image_files.ImageReadError` (an image that breaks after indexing, met mid-training), `OSError` (missing
+  `sweeps.spec.SpecError`, `trainers.training.config.ConfigError`, `trainers.training.checkpoint.CheckpointError`,
+  `trainers.data.image_files.ImageReadError` (an image that breaks after indexing, met mid-training), `OSError` (missing
   or unwritable files, ports, refused connections; requests' errors derive from it), `yaml.YAMLError`,
   `pickle.UnpicklingError` and MLflow's `MlflowException`. The same classes raised after work started (an MLflow
   server that went away mid-sweep) print the same way; the command has then already marked its runs FAILED and said
@@ -53,9 +53,9 @@ def _anticipated() -> tuple[type[BaseException], ...]:
     import pickle
 
     classes: list[type[BaseException]] = [UserError, OSError, pickle.UnpicklingError]
-    for module, name in (("yaml", "YAMLError"), ("sweeps.spec", "SpecError"), ("trainers.config", "ConfigError"),
-                         ("trainers.checkpoint", "CheckpointError"), ("trainers.datasets.folder", "ImageReadError"),
-                         ("trainers.datasets.prepared_format", "PreparedDataError"),
+    for module, name in (("yaml", "YAMLError"), ("sweeps.spec", "SpecError"), ("trainers.training.config", "ConfigError"),
+                         ("trainers.training.checkpoint", "CheckpointError"), ("trainers.data.folder", "ImageReadError"),
+                         ("trainers.data.prepared_format", "PreparedDataError"),
                          ("mlflow.exceptions", "MlflowException")):
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, name):

@@ -3,8 +3,8 @@
     specforce eval runs/tiny/ema.pt --num-samples 500                 # the sampling weights `train` saves at the end
     specforce eval runs/tiny/checkpoint.pt --metrics fd_pixel spectrum  # a checkpoint: its EMA shadow sample.ema_index
 
-The model, SF operator, sampler, held-out loss and evaluator come from the loop's own builders (trainers/builders.py,
-trainers/heldout.py) and its evaluation step (`trainers.loop.evaluate_weights`), built from the config stored in the
+The model, SF operator, sampler, held-out loss and evaluator come from the loop's own builders (trainers/training/builders.py,
+trainers/evaluation/heldout.py) and its evaluation step (`trainers.training.loop.evaluate_weights`), built from the config stored in the
 checkpoint with the command's overrides; the held-out denoising loss is always computed. Writes
 `<checkpoint folder>/eval-<checkpoint name>/` (config.yaml, metrics.jsonl, eval/*.json) and prints the metrics and
 their provenance as JSON. Reference statistics are cached in the runs folder's `.cache` (as `train` does).
@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 
-from trainers.config import TrainConfig
+from trainers.training.config import TrainConfig
 
 
 def checkpoint_config(state: dict[str, Any], path: pathlib.Path, *, num_samples: int | None,
                       metrics: list[str] | None, inception_weights: str | None) -> TrainConfig:
     """The checkpoint's config with the command's eval overrides (and the held-out loss on). A bad override is
     reported under its flag; a stored config this version cannot read, under the checkpoint's path."""
-    from trainers.checkpoint import CheckpointError
-    from trainers.config import ConfigError, config_from_dict
+    from trainers.training.checkpoint import CheckpointError
+    from trainers.training.config import ConfigError, config_from_dict
 
     tree = dict(state["config"])
     ev = dict(tree.get("eval", {}))
@@ -53,7 +53,7 @@ def load_sampling_weights(model: torch.nn.Module, state: dict[str, Any], cfg: Tr
     training weights and the EMA shadows, of which `sample.ema_index` is copied in (as the loop's swap does)."""
     model.load_state_dict(state["model"])
     if "ema" in state:
-        from trainers.ema import EMA
+        from trainers.model.ema import EMA
 
         ema = EMA(model, decays=cfg.optim.ema_decays, warmup=cfg.optim.ema_warmup)
         ema.load_state_dict(state["ema"])
@@ -64,12 +64,12 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
                         inception_weights: str | None = None) -> dict[str, Any]:
     """{"images_seen", "eval/...": value, ..., "provenance"} of the checkpoint at `path` (module docstring)."""
     from sweeps.preflight import check_inception_weights
-    from trainers.accel import compile_blocks
-    from trainers.builders import build_dataset_for, build_denoiser, build_evaluator, build_flow
-    from trainers.checkpoint import load_checkpoint
-    from trainers.config import check_environment, dump_yaml
-    from trainers.heldout import HeldOutLoss
-    from trainers.loop import Hooks, evaluate_weights
+    from trainers.training.accel import compile_blocks
+    from trainers.training.builders import build_dataset_for, build_denoiser, build_evaluator, build_flow
+    from trainers.training.checkpoint import load_checkpoint
+    from trainers.training.config import check_environment, dump_yaml
+    from trainers.evaluation.heldout import HeldOutLoss
+    from trainers.training.loop import Hooks, evaluate_weights
 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path, num_samples=num_samples, metrics=metrics,

@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from sweeps.spec import SpecError, SweepSpec, base_config
-from trainers.config import flatten
+from trainers.training.config import flatten
 
 FILE_NAME = "spec_fingerprint.json"
 IGNORED = ("description", "max_concurrent_trials", "max_failures", "resources.cpus_per_worker",
@@ -62,7 +62,7 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     A key the recorded spec lacks is no change when it holds its default now: a newer specforce added the option,
     and its default reproduces the old behaviour (so upgrading never blocks a resume)."""
-    from trainers.config import TrainConfig
+    from trainers.training.config import TrainConfig
 
     defaults = {f"base.{k}": v for k, v in TrainConfig().flat().items()}
     lines = []

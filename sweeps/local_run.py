@@ -9,8 +9,8 @@ import sys
 import time
 
 import specforce_contracts as C
-from trainers.config import TrainConfig
-from trainers.loop import Hooks, Trainer, TrainingRun
+from trainers.training.config import TrainConfig
+from trainers.training.loop import Hooks, Trainer, TrainingRun
 
 
 class MlflowHooks(Hooks):
@@ -32,7 +32,7 @@ class MlflowHooks(Hooks):
         print(f"MLflow: {tracking_uri} experiment {experiment!r} run {self.run_id}", flush=True)
 
     def on_start(self, run: TrainingRun) -> None:
-        from trainers.record import trial_record
+        from trainers.training.record import trial_record
 
         self.writer.log_record(trial_record(run))
 
@@ -58,7 +58,7 @@ def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: st
     or run): output folder, a checkpoint there from another config, device, data (indexed, images verified),
     Inception weights, tracking URI and names. Returns the absolute tracking URI (None for --no-mlflow)."""
     from sweeps.preflight import check_inception_weights, check_out_dir, check_train_out
-    from trainers.config import check_environment
+    from trainers.training.config import check_environment
 
     check_out_dir(out_dir)
     check_train_out(cfg, out_dir)
@@ -99,7 +99,7 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
     except BaseException as err:
         if hooks is not None:
             hooks.fail()
-        from trainers.checkpoint import CHECKPOINT_NAME
+        from trainers.training.checkpoint import CHECKPOINT_NAME
 
         marked = f"; MLflow run {hooks.run_id} marked FAILED" if hooks is not None else ""
         if (out_dir / CHECKPOINT_NAME).is_file():

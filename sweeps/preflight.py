@@ -9,7 +9,7 @@ writes nothing. What is checked where (the CLI decides which apply):
 - `check_storage`: --storage is a local folder (not a file) or a URI with a filesystem scheme Ray can write to.
 - `check_port`: `specforce ui --port` is free on its host (a bind test), so a taken port is refused instead of
   uvicorn logging "Address already in use" and exiting 0.
-- `check_spec_environment`: every distinct config a sweep will train passes `trainers.config.check_environment`
+- `check_spec_environment`: every distinct config a sweep will train passes `trainers.training.config.check_environment`
   (device, files, datasets index cleanly), and one trial fits the embedded Ray's CPUs and GPUs. Only when the Ray
   cluster is this machine: a remote cluster's head and workers have their own files and devices.
 - `check_train_out`: `specforce train` refuses an --out whose checkpoint.pt was written by another config, before it
@@ -74,7 +74,7 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
 
 def check_train_out(cfg, out_dir: pathlib.Path) -> None:
     """Refuse an --out whose checkpoint.pt belongs to another config (the resume would be refused mid-way)."""
-    from trainers.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from trainers.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     ckpt = out_dir / CHECKPOINT_NAME
     if not ckpt.is_file():
@@ -82,7 +82,7 @@ def check_train_out(cfg, out_dir: pathlib.Path) -> None:
     state = load_checkpoint(ckpt)
     if state["config"] != cfg.model_dump(mode="json"):
         from sweeps.fingerprint import changed_keys
-        from trainers.config import flatten
+        from trainers.training.config import flatten
 
         changes = changed_keys(flatten(state["config"]), cfg.flat())
         shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
@@ -96,8 +96,8 @@ def check_inception_weights(cfg, *, dry_run: bool) -> None:
     the evaluator would), before anything is written; a dry run only notes that they are not cached yet."""
     import sys
 
-    from trainers.config import ConfigError
-    from trainers.inception import resolve_inception_weights
+    from trainers.training.config import ConfigError
+    from trainers.evaluation.inception import resolve_inception_weights
 
     try:
         resolve_inception_weights(cfg.eval.inception_weights, allow_download=not dry_run)
@@ -124,7 +124,7 @@ def _trial_configs(spec) -> list[tuple[str, Any]]:
 def check_spec_environment(spec, *, num_cpus: int | None = None) -> None:
     """Every distinct trial config passes check_environment here, and one trial fits the embedded Ray."""
     from sweeps.spec import SpecError
-    from trainers.config import ConfigError, check_environment
+    from trainers.training.config import ConfigError, check_environment
 
     seen = set()
     for label, cfg in _trial_configs(spec):
@@ -166,8 +166,8 @@ def raw_folder_note(cfg, seconds: float, sample: int = 8) -> str | None:
     (measured on `sample` images), and the `specforce prepare` command that removes both costs. None otherwise."""
     if cfg.data.name not in ("imagefolder", "imagenet"):
         return None
-    from trainers.data import build_dataset
-    from trainers.datasets.folder import cache_dir, load_rgb_uint8
+    from trainers.data.loader import build_dataset
+    from trainers.data.folder import cache_dir, load_rgb_uint8
 
     ds = build_dataset(cfg.data.name, image_size=cfg.data.image_size, split="train", root=cfg.data.root,
                        seed=cfg.data.seed, **cfg.data.options)  # a cache hit now: the check above indexed it

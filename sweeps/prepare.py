@@ -4,7 +4,7 @@
     specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256 --address ray://head:10001
     .venv/bin/python -c "from sweeps.prepare import prepare_dataset; prepare_dataset('d', 'out', dataset='digits', image_size=16)"
 
-What it does (the format: trainers/datasets/prepared_format.py; the reader: trainers/datasets/prepared.py):
+What it does (the format: trainers/data/prepared_format.py; the reader: trainers/data/prepared.py):
 1. Plans: lists the source (a folder's files in sorted order, or a built-in dataset's indices) and cuts each split into
    shards of `shard_size` images. The plan is written to DEST/.prepare/plan.json first.
 2. Writes the shards in parallel: a process per core (`--workers`), or Ray tasks on the cluster at `--address` (DEST
@@ -56,7 +56,7 @@ def _splits(dataset: str) -> list[str]:
 
 def _source(dataset: str, src: str, split: str, image_size: int):
     """The live dataset the shards are made from (no flips, no verify: the decode below is the check)."""
-    from trainers.data import build_dataset
+    from trainers.data.loader import build_dataset
 
     opts: dict[str, Any] = {}
     if dataset in ("imagenet", "imagefolder"):
@@ -75,8 +75,8 @@ class _FolderListing:
     importing torch: the live dataset gives the same list (datasets/folder.py reads the same cache)."""
 
     def __init__(self, folder: str, dataset: str):
-        from trainers.datasets.folder_index import cached_index
-        from trainers.datasets.image_files import _build_index
+        from trainers.data.folder_index import cached_index
+        from trainers.data.image_files import _build_index
 
         self.classes, self._samples, _ = cached_index(folder, dataset, False, _build_index)
         self.channels, self.num_classes = 3, len(self.classes)
@@ -125,7 +125,7 @@ def _cached_source(dataset: str, src: str, split: str, image_size: int):
 def write_shard(job: dict[str, Any]) -> dict[str, Any]:
     """One shard: decode/crop every image, write DEST/<split>/shard-K.npy atomically; returns its manifest entry, or
     {"bad": [...]} listing unreadable source files (nothing is written then). Runs in a pool process or a Ray task."""
-    from trainers.datasets.image_files import ImageReadError, load_rgb_array  # PIL + NumPy: no torch here
+    from trainers.data.image_files import ImageReadError, load_rgb_array  # PIL + NumPy: no torch here
 
     dataset, src, split, size = job["dataset"], job["src"], job["split"], job["image_size"]
     n = job["stop"] - job["start"]
@@ -169,7 +169,7 @@ def write_shard(job: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------- driver
 def _check_dest(dest: str, want: dict[str, Any], restart: bool) -> dict[str, Any] | None:
     """Refuse a DEST that holds something else; return the finished manifest when DEST already holds this dataset."""
-    from trainers.datasets.prepared_format import MANIFEST, PreparedDataError, read_manifest
+    from trainers.data.prepared_format import MANIFEST, PreparedDataError, read_manifest
 
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise UserError("DEST", "exists and is a file, not a folder", dest)
@@ -207,7 +207,7 @@ def _check_dest(dest: str, want: dict[str, Any], restart: bool) -> dict[str, Any
 
 
 def _jobs(p: dict[str, Any], src: str, dest: str) -> list[dict[str, Any]]:
-    from trainers.datasets.prepared_format import SHARD_PATTERN
+    from trainers.data.prepared_format import SHARD_PATTERN
 
     jobs = []
     for split, part in p["splits"].items():
@@ -247,7 +247,7 @@ def _pool_context():
     started clean, with NumPy and PIL imported once, forks workers that start in milliseconds; spawn elsewhere."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.datasets.image_files"])
+        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.data.image_files"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -282,7 +282,7 @@ def prepare_dataset(src: str, dest: str, *, dataset: str, image_size: int, worke
     """Prepare `dataset` from `src` at `image_size` into `dest` (see the module docstring); returns the manifest."""
     from tqdm import tqdm
 
-    from trainers.datasets.prepared_format import (FORMAT, FORMAT_VERSION, LABELS_PATTERN, MANIFEST,
+    from trainers.data.prepared_format import (FORMAT, FORMAT_VERSION, LABELS_PATTERN, MANIFEST,
                                                    manifest_digest)
 
     if dataset not in PREPARABLE:
@@ -364,7 +364,7 @@ def prepare_dataset(src: str, dest: str, *, dataset: str, image_size: int, worke
 
 
 def _sha(path: str) -> str:
-    from trainers.datasets.prepared_format import sha256_file
+    from trainers.data.prepared_format import sha256_file
 
     return sha256_file(path)
 
@@ -377,7 +377,7 @@ def _size(dest: str, manifest: dict[str, Any]) -> str:
 def verify_prepared(dest: str, workers: int | None = None) -> dict[str, Any]:
     """Reread every shard of the prepared dataset at `dest` and compare sha256s (in parallel); UserError on the first
     failure, naming the shard."""
-    from trainers.datasets.prepared_format import PreparedDataError, join, read_manifest, sha256_file
+    from trainers.data.prepared_format import PreparedDataError, join, read_manifest, sha256_file
 
     try:
         manifest = read_manifest(dest)
@@ -394,7 +394,7 @@ def verify_prepared(dest: str, workers: int | None = None) -> dict[str, Any]:
 
 
 def _sha_or_none(path: str) -> str | None:
-    from trainers.datasets.prepared_format import sha256_file
+    from trainers.data.prepared_format import sha256_file
 
     try:
         return sha256_file(path)

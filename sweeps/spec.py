@@ -35,8 +35,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import specforce_contracts as C
-from trainers.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
-from trainers.config_rules import check_world
+from trainers.training.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
+from trainers.training.config_rules import check_world
 
 # the spec's sections live in spec_schema.py; imported from here by the runner, the CLI and tests
 from sweeps.spec_schema import Analysis, Asha, Dimension, Resources, Search, Seeds, _Strict  # noqa: F401

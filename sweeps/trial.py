@@ -4,7 +4,7 @@ This is Ray Train V2's pattern (DESIGN.md §4): `Tuner(TorchTrainer(...))` raise
 `trial_trainable`, which launches a TorchTrainer named after the trial id (never a timestamp: a rerun finds the
 same Train run in storage and resumes it), with `TuneReportCallback` forwarding worker reports to Tune.
 
-Inside each worker (`worker_loop`) the plain PyTorch `trainers.loop.Trainer` runs with `RayReportHooks`:
+Inside each worker (`worker_loop`) the plain PyTorch `trainers.training.loop.Trainer` runs with `RayReportHooks`:
 - training metrics are sent with the next evaluation as a JSON history (fewer barriers, and every Tune result then
   carries the eval metrics the searcher and scheduler need); rank 0 sends every row of the run so far (its
   metrics.jsonl, part of the checkpoint), so rows whose report died with a killed driver are sent again after
@@ -41,8 +41,8 @@ import tempfile
 import time
 from typing import Any
 
-from trainers.config import config_from_dict, config_with_overrides
-from trainers.loop import Hooks, Trainer, TrainingRun
+from trainers.training.config import config_from_dict, config_with_overrides
+from trainers.training.loop import Hooks, Trainer, TrainingRun
 # what a report carries besides metrics: names shared with the driver's MLflow logger (sweeps/tracking.py)
 from specforce_contracts import IMAGES_KEY, REPORT_HISTORY_KEY as HISTORY_KEY
 from specforce_contracts import REPORT_PROVENANCE_KEY as PROVENANCE_KEY, REPORT_RECORD_KEY as RECORD_KEY
@@ -90,7 +90,7 @@ def mark(trial_id: str, event: str) -> None:
 
 class RayReportHooks(Hooks):
     """Turns loop events into `ray.train.report` calls (every rank calls report: it is a barrier). The first report
-    of this worker carries the trial record (trainers/record.py): what the driver logs as the run's params."""
+    of this worker carries the trial record (trainers/training/record.py): what the driver logs as the run's params."""
 
     def __init__(self, rank: int, trial_id: str = ""):
         self.rank, self.trial_id = rank, trial_id
@@ -124,7 +124,7 @@ class RayReportHooks(Hooks):
                                    HISTORY_KEY: json.dumps(history),
                                    PROVENANCE_KEY: json.dumps(self.run.provenance, default=str)}
         if not self.record_sent:  # once per worker process: a restarted worker (resume) sends it again, harmlessly
-            from trainers.record import trial_record
+            from trainers.training.record import trial_record
 
             payload[RECORD_KEY] = trial_record(self.run).to_json()
         checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if self.rank == 0 else None

@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainers.config import ConfigError, TrainConfig, flatten
+from trainers.training.config import ConfigError, TrainConfig, flatten
 
 INF, NAN = float("inf"), float("nan")
 

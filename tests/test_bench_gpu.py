@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks import bench_gpu
-from trainers.jit import build_jit
+from trainers.model.jit import build_jit
 
 
 @pytest.mark.parametrize("preset, size, kw, batch", [
@@ -25,7 +25,7 @@ def test_flop_counter_equals_the_closed_form(preset, size, kw, batch):
 
 
 def test_flop_count_detaches_sf_and_puts_it_back():
-    from trainers.spectral import SpectralForcing
+    from trainers.model.spectral_forcing import SpectralForcing
 
     sf = SpectralForcing(32)
     model = build_jit("jit-tiny", image_size=32, num_classes=10, spectral=sf)
@@ -93,7 +93,7 @@ def test_toy_run_end_to_end_writes_every_figure(tmp_path):
     assert saved["inception"]["images_per_s"] > 0 and "RANDOM" in saved["inception"]["weights"]
     tc = saved["train_check"]
     losses = tc["logged_losses"]
-    assert len(losses) == 10  # 40 steps of 8 through trainers.loop, logged every 4 steps
+    assert len(losses) == 10  # 40 steps of 8 through trainers.training.loop, logged every 4 steps
     assert tc["first_mean"] == pytest.approx(sum(losses[:3]) / 3)
     assert tc["last_mean"] == pytest.approx(sum(losses[-3:]) / 3)
     assert tc["finite"] and tc["falls"] and tc["last_mean"] < 0.9 * tc["first_mean"]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.classifier import DigitCNN, load_or_train_classifier, state_sha256, train_classifier
-from trainers.data import build_dataset
-from trainers.evaluation import Evaluator
+from trainers.evaluation.classifier import DigitCNN, load_or_train_classifier, state_sha256, train_classifier
+from trainers.data.loader import build_dataset
+from trainers.evaluation.evaluator import Evaluator
 
 
 def _xy(ds, n=None):

@@ -24,8 +24,8 @@ from PIL import Image
 
 from sweeps import cli
 from sweeps.errors import UserError, run_command
-from trainers.checkpoint import save_checkpoint
-from trainers.config import config_from_dict
+from trainers.training.checkpoint import save_checkpoint
+from trainers.training.config import config_from_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {
@@ -107,7 +107,7 @@ def inputs(tmp_path_factory) -> pathlib.Path:
                                                             eval__denoise_batch=16,
                                                             model={"preset": "jit-tiny", "patch_size": 4}),
                                       "grid": {"spectral.enabled": [True], "spectral.schedule": ["linear", "snr"]}})
-    # a prepared dataset's refusals (trainers/datasets/prepared.py): another image size, a missing shard
+    # a prepared dataset's refusals (trainers/data/prepared.py): another image size, a missing shard
     from sweeps.prepare import prepare_dataset
 
     for cls in ("a", "b"):
@@ -255,14 +255,14 @@ ROWS = [
     *[Row(f"train-model-target-{name}", ["train", "{in}/tiny.yaml", "--dry-run", "--set", "model.patch_size=null",
                                          *[a for kv in sets for a in ("--set", kv)]], needle) for name, sets, needle in [
         ("import", ["model.target=no_such_pkg.nets:build"], "model.target: module 'no_such_pkg.nets' does not import"),
-        ("name", ["model.target=trainers.unet:build_unett"], "model.target: module 'trainers.unet' has no attribute "
-         "'build_unett' (got 'trainers.unet:build_unett')"),
-        ("option", ["model.target=trainers.unet:build_unet", "model.options.depth=3"], "model.options: ['depth'] not "
-         "accepted by model.target 'trainers.unet:build_unet'"),
-        ("builder-raises", ["model.target=trainers.unet:build_unet", "model.options.base_channels=0"],
+        ("name", ["model.target=trainers.model.unet:build_unett"], "model.target: module 'trainers.model.unet' has no attribute "
+         "'build_unett' (got 'trainers.model.unet:build_unett')"),
+        ("option", ["model.target=trainers.model.unet:build_unet", "model.options.depth=3"], "model.options: ['depth'] not "
+         "accepted by model.target 'trainers.model.unet:build_unet'"),
+        ("builder-raises", ["model.target=trainers.model.unet:build_unet", "model.options.base_channels=0"],
          "model.target: the builder raised ValueError: base_channels, num_res_blocks and channel_mult must be "
          "positive"),
-        ("predicts", ["model.target=trainers.unet:build_unet", "model.predicts=score"], "model.predicts: Input should "
+        ("predicts", ["model.target=trainers.model.unet:build_unet", "model.predicts=score"], "model.predicts: Input should "
          "be 'x', 'v' or 'eps' (got 'score')"),
     ]],
     Row("train-escape-snr-fit-data", ["train", "{in}/digits_snr.yaml", "--dry-run"], "spectral.r0: the snr schedule "

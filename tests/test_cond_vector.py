@@ -15,15 +15,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from trainers.datasets.cond import ClassEmbedding, build_cond
-from trainers.flow import RectifiedFlow
-from trainers.samplers import generate, make_cfg_denoiser
-from trainers.unet import build_unet
+from trainers.data.cond import ClassEmbedding, build_cond
+from trainers.model.flow import RectifiedFlow
+from trainers.model.samplers import generate, make_cfg_denoiser
+from trainers.model.unet import build_unet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COND = {"type": "class_embedding", "dim": 16, "seed": 3}
 CONFIG = {
-    "model": {"target": "trainers.unet:build_unet", "options": {"base_channels": 8, "cond_dim": 16}, "predicts": "v"},
+    "model": {"target": "trainers.model.unet:build_unet", "options": {"base_channels": 8, "cond_dim": 16}, "predicts": "v"},
     "data": {"name": "digits", "image_size": 8, "options": {"cond": COND}},
     "spectral": {"enabled": True},
     "flow": {"label_drop": 0.25},
@@ -150,7 +150,7 @@ def test_unet_projects_a_vector_cond_and_refuses_the_other_kind():
      "data.options.cond: must be {type: class_embedding"),
 ])
 def test_config_load_refuses_vector_cond_it_cannot_use(patch, starts):
-    from trainers.config import ConfigError, config_from_dict
+    from trainers.training.config import ConfigError, config_from_dict
 
     with pytest.raises(ConfigError) as err:
         config_from_dict({**CONFIG, **patch})
@@ -158,13 +158,13 @@ def test_config_load_refuses_vector_cond_it_cannot_use(patch, starts):
 
 
 @pytest.mark.parametrize("patch, starts", [
-    ({"model": {"target": "trainers.unet:build_unet", "options": {"base_channels": 8}}},
+    ({"model": {"target": "trainers.model.unet:build_unet", "options": {"base_channels": 8}}},
      "model.target: the model's forward(x_t [2, 1, 8, 8], t [2], a vector cond [2, 16]"),
     ({"data": {"name": "grf", "image_size": 8, "options": {"cond": COND, "num_samples": 64}}},
      "data (grf, train split): cond: class_embedding needs labelled data"),
 ])
 def test_the_environment_check_refuses_a_model_or_data_without_vectors(patch, starts):
-    from trainers.config import ConfigError, check_environment, config_from_dict
+    from trainers.training.config import ConfigError, check_environment, config_from_dict
 
     with pytest.raises(ConfigError) as err:
         check_environment(config_from_dict({**CONFIG, **patch}))
@@ -198,8 +198,8 @@ def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_p
     # guided sampling from the trained EMA weights (the null vector as the unconditional branch): finite samples,
     # and guidance changes them (scale 2 is not scale 1)
     from sweeps.eval_checkpoint import checkpoint_config, load_sampling_weights
-    from trainers.builders import build_denoiser, generate_images
-    from trainers.checkpoint import load_checkpoint
+    from trainers.training.builders import build_denoiser, generate_images
+    from trainers.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run_dir / "ema.pt")
     cfg = checkpoint_config(state, run_dir / "ema.pt", num_samples=None, metrics=None, inception_weights=None)
@@ -223,7 +223,7 @@ class _Killed(Exception):
 
 class _KillAtFirstCheckpoint:
     def __getattr__(self, name):
-        from trainers.loop import Hooks
+        from trainers.training.loop import Hooks
 
         return getattr(Hooks(), name)
 
@@ -232,9 +232,9 @@ class _KillAtFirstCheckpoint:
 
 
 def test_vector_conditioned_unet_resumes_exactly(tmp_path):
-    from trainers.checkpoint import load_checkpoint
-    from trainers.config import config_from_dict
-    from trainers.loop import Trainer
+    from trainers.training.checkpoint import load_checkpoint
+    from trainers.training.config import config_from_dict
+    from trainers.training.loop import Trainer
 
     cfg = config_from_dict({**CONFIG, "eval": {**CONFIG["eval"], "metrics": []}})
     Trainer(cfg, tmp_path / "straight").run()

@@ -1,7 +1,7 @@
 """Training config: defaults, validation messages that name the key path, overrides, safe YAML."""
 import pytest
 
-from trainers.config import ConfigError, config_from_dict, load_config, set_dotted
+from trainers.training.config import ConfigError, config_from_dict, load_config, set_dotted
 
 
 def test_defaults_are_a_valid_tiny_run():
@@ -24,7 +24,7 @@ def test_defaults_are_a_valid_tiny_run():
     ({"spectral": {"window_size": 5}}, "spectral.window_size: 5 does not divide"),
     ({"optim": {"ema_decays": [1.5]}}, "optim.ema_decays"),
     ({"sample": {"ema_index": 3}}, "sample.ema_index"),
-    # cross-field rules of trainers/config_rules.py (issue 23): what the run relies on, refused at load
+    # cross-field rules of trainers/training/config_rules.py (issue 23): what the run relies on, refused at load
     ({"eval": {"denoise_t_points": 4}}, "eval.denoise_t_points: the held-out loss is reported per t bucket"),
     ({"data": {"image_size": 10}}, "model.patch_size: the preset jit-tiny's patch size 4 does not divide "
                                    "data.image_size 10"),
@@ -79,7 +79,7 @@ def test_rules_that_hold_pass():
 
 
 def test_world_rules_name_the_workers_key():
-    from trainers.config_rules import check_world
+    from trainers.training.config_rules import check_world
 
     check_world(config_from_dict({"optim": {"batch_size": 12}}), 3)
     with pytest.raises(ValueError, match=r"resources.workers: does not divide optim.batch_size 12 \(got 5\)"):

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from sweeps.preflight import check_spec_environment
 from sweeps.spec import SpecError, baseline_plans, grid_plans, spec_from_dict
 from config_strategies import ALL_METRICS, KNOWN_KEYS, assert_one_line_naming_a_key, config_trees, image_folder
-from trainers.checkpoint import load_checkpoint
-from trainers.config import ConfigError, check_environment, config_from_dict, config_with_overrides
-from trainers.loop import Hooks, Trainer
+from trainers.training.checkpoint import load_checkpoint
+from trainers.training.config import ConfigError, check_environment, config_from_dict, config_with_overrides
+from trainers.training.loop import Hooks, Trainer
 
 FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 10, 8, 150, 50
 _COMMON = dict(derandomize=True, deadline=None, database=None, print_blob=True,

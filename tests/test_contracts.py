@@ -40,7 +40,7 @@ def test_t_buckets_are_the_loops():
     assert C.t_bucket_names() == ("0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0")
     assert C.denoise_loss_keys()[:2] == ("eval/denoise_loss", "eval/denoise_loss_t0.0-0.2")
     assert C.denoise_bucket_key(0.25, 0.5) == "eval/denoise_loss_t0.25-0.5"
-    from trainers.heldout import bucket_denoise_loss
+    from trainers.evaluation.heldout import bucket_denoise_loss
 
     t = torch.linspace(0.025, 0.975, 20)
     assert tuple(bucket_denoise_loss(t, torch.ones(20))) == C.denoise_loss_keys()
@@ -75,13 +75,13 @@ class _FakeInception:
 
 
 def test_every_metric_the_evaluator_emits_is_registered_and_reported(tmp_path, monkeypatch):
-    import trainers.inception
+    import trainers.evaluation.inception
     from sweeps.spec import reported_metrics
-    from trainers.config import config_from_dict
-    from trainers.data import build_dataset
-    from trainers.evaluation import Evaluator
+    from trainers.training.config import config_from_dict
+    from trainers.data.loader import build_dataset
+    from trainers.evaluation.evaluator import Evaluator
 
-    monkeypatch.setattr(trainers.inception, "InceptionExtractor", _FakeInception)
+    monkeypatch.setattr(trainers.evaluation.inception, "InceptionExtractor", _FakeInception)
     options = ("fd_pixel", "fid", "is", "classifier", "spectrum", "kid")
     test = build_dataset("digits", image_size=8, split="test")
     ev = Evaluator(options, test, 60, 30, "cpu", tmp_path, classifier_epochs=3, classifier_min_accuracy=0.8)
@@ -101,7 +101,7 @@ def test_every_metric_the_evaluator_emits_is_registered_and_reported(tmp_path, m
                                      ("fid", "kid"), ("is", "kid"), ()])
 def test_reported_metrics_follow_the_registry(options):
     from sweeps.spec import reported_metrics
-    from trainers.config import config_from_dict
+    from trainers.training.config import config_from_dict
 
     for denoise in (True, False):
         cfg = config_from_dict({"eval": {"metrics": list(options), "denoise_loss": denoise}})
@@ -174,7 +174,7 @@ def test_analysis_and_sweeps_read_names_from_the_contracts():
 
 # -------------------------------------------------------------------------------------------------- trial record
 def _record(spectral=True):
-    from trainers.config import config_from_dict
+    from trainers.training.config import config_from_dict
 
     cfg = config_from_dict({"spectral": {"enabled": spectral, "schedule": "snr", "r0": 0.1}})
     sf = {"image_size": 32, "schedule": "snr", "c_min": 0.05, "c_max": 1.0, "kappa": 30.0, "alpha": 2.0, "r0": 0.1,
@@ -212,9 +212,9 @@ def test_bad_records_are_refused_by_name(bad, message):
 
 
 def test_worker_record_describes_the_operator_it_built(tmp_path):
-    from trainers.config import config_from_dict
-    from trainers.loop import Trainer
-    from trainers.record import trial_record
+    from trainers.training.config import config_from_dict
+    from trainers.training.loop import Trainer
+    from trainers.training.record import trial_record
 
     cfg = config_from_dict({"device": "cpu", "eval": {"metrics": [], "denoise_loss": False},
                             "spectral": {"enabled": True, "schedule": "snr", "fit_from_data": True}})

@@ -1,4 +1,4 @@
-"""trainers.data: every dataset against independent references (NumPy/SciPy statistics, PIL resizes, the raw files),
+"""trainers.data.loader: every dataset against independent references (NumPy/SciPy statistics, PIL resizes, the raw files),
 the training stream's sharding and resumption, and every error path. Runs in well under a minute on CPU:
 
     .venv/bin/python -m pytest tests/test_data.py -q
@@ -15,9 +15,9 @@ import scipy.stats
 import torch
 from PIL import Image
 
-from trainers.data import DATASETS, build_dataset, infinite_loader
-from trainers.heldout import fixed_eval_batch
-from trainers.datasets.grf import grf_amplitude
+from trainers.data.loader import DATASETS, build_dataset, infinite_loader
+from trainers.evaluation.heldout import fixed_eval_batch
+from trainers.data.grf import grf_amplitude
 
 
 # --------------------------------------------------------------------------------------------- helpers / fixtures

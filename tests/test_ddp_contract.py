@@ -11,7 +11,7 @@ import pytest
 
 from sweep_helpers import client_for, run_cli, trial_runs, write_spec
 from test_ddp_equivalence import _curve_diff, _final_state, _history, _max_diff
-from trainers.checkpoint import load_checkpoint
+from trainers.training.checkpoint import load_checkpoint
 
 TOTAL = 2560  # the images _final_state looks for (test_ddp_equivalence.TOTAL)
 
@@ -19,7 +19,7 @@ TOTAL = 2560  # the images _final_state looks for (test_ddp_equivalence.TOTAL)
 def _spec(tmp_path: pathlib.Path, name: str, workers: int) -> pathlib.Path:
     return write_spec(tmp_path / f"{name}.yaml", name=name, grid={"spectral.enabled": [True]},
                       resources={"workers": workers, "cpus_per_worker": 1}, max_failures=0,
-                      base__model={"preset": "jit-tiny", "target": "trainers.unet:build_unet", "predicts": "v"},
+                      base__model={"preset": "jit-tiny", "target": "trainers.model.unet:build_unet", "predicts": "v"},
                       base__data={"name": "grf", "image_size": 16, "options": {"num_samples": 1024}},
                       base__optim={"batch_size": 32, "lr": 1e-3, "total_images": TOTAL, "ema_decays": [0.99]},
                       base__eval={"every_images": 1280, "num_samples": 32, "batch_size": 16, "metrics": ["fd_pixel"],
@@ -42,5 +42,5 @@ def test_a_contract_model_trains_the_same_with_two_ddp_workers_and_evaluates_on_
     for key in ("train/loss", "eval/denoise_loss"):
         assert _curve_diff(_history(tmp_path, "one", key), _history(tmp_path, "two", key)) < 1e-3, key
     run = trial_runs(client_for(tmp_path), "two")[0]
-    assert run.data.params["model.target"] == "trainers.unet:build_unet"
+    assert run.data.params["model.target"] == "trainers.model.unet:build_unet"
     assert "eval/fd_pixel" in run.data.metrics  # sampled and evaluated across both ranks

@@ -1,12 +1,12 @@
 """A trial with 2 Ray Train workers (DDP over gloo on CPU) trains the same global stream as 1 worker at the same global
-batch, through the real sweep path (`specforce sweep`, Ray Tune -> Ray Train -> trainers.loop), and a 2-worker trial
+batch, through the real sweep path (`specforce sweep`, Ray Tune -> Ray Train -> trainers.training.loop), and a 2-worker trial
 whose sweep is killed mid-run resumes with `--resume` and ends where the uninterrupted one ends.
 
     .venv/bin/python -m pytest tests/test_ddp_equivalence.py -q                                        # fast part
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_ddp_equivalence.py -q -m slow -s   # ~4.5 min, 2 cores
 
-Same global stream: the data shard of rank r is global rows r, r+2, ... of each global batch (trainers/data.py) and
-the flow draws t, noise and label dropout for the global batch, keeping the rank's rows (trainers/flow.py), so the
+Same global stream: the data shard of rank r is global rows r, r+2, ... of each global batch (trainers/data/loader.py) and
+the flow draws t, noise and label dropout for the global batch, keeping the rank's rows (trainers/model/flow.py), so the
 only differences are float summation orders (gradient all-reduce, loss mean over shards). The tolerances below
 bound those; the measured figures are printed (`-s`) for the record.
 """
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sweep_helpers import client_for, kill_group, run_cli, start_cli, trial_runs, wait_for, write_spec
-from trainers.checkpoint import load_checkpoint
+from trainers.training.checkpoint import load_checkpoint
 
 TOTAL = 2560  # 80 steps of 32 images; checkpoints (with the held-out evaluation) every 640 images
 WEIGHT_TOL = 1e-5  # max abs difference of any weight or EMA value after 80 AdamW steps (float32; measured 2.4e-7)
@@ -72,8 +72,8 @@ def _curve_diff(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> float
 
 def test_rank_shards_of_the_flow_draws_make_up_the_one_process_draw():
     """Fast: what each of 2 ranks draws (t, noise, label dropout) is its rows of the 1-process draw, exactly."""
-    from trainers.flow import RectifiedFlow
-    from trainers.schedule import step_generator
+    from trainers.model.flow import RectifiedFlow
+    from trainers.training.step_rules import step_generator
 
     flow = RectifiedFlow(label_drop=0.5, num_classes=10)
     x, y = torch.randn(8, 3, 4, 4), torch.arange(8)

@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainers.data import build_dataset
-from trainers.eval_dist import share as _share
-from trainers.evaluation import Evaluator
-from trainers.metrics import InceptionScoreStats, inception_score
+from trainers.data.loader import build_dataset
+from trainers.distributed import share as _share
+from trainers.evaluation.evaluator import Evaluator
+from trainers.evaluation.metrics import InceptionScoreStats, inception_score
 
 N = 90
 

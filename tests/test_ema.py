@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.ema import EMA
+from trainers.model.ema import EMA
 
 
 class Scalar(torch.nn.Module):

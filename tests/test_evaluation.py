@@ -7,10 +7,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from trainers.data import build_dataset
-from trainers.eval_reference import REFERENCE_SEED
-from trainers.evaluation import Evaluator, evaluate_images
-from trainers.spectra import SpectrumStats, radial_bins, spectral_errors
+from trainers.data.loader import build_dataset
+from trainers.evaluation.references import REFERENCE_SEED
+from trainers.evaluation.evaluator import Evaluator, evaluate_images
+from trainers.evaluation.radial_spectrum import SpectrumStats, radial_bins, spectral_errors
 
 N = 120
 
@@ -199,8 +199,8 @@ def test_spectra_artifact_is_json_ready(grf, tmp_path):
 
 
 def test_integration_with_jit_tiny_and_the_sampler(tmp_path):
-    from trainers.jit import build_jit
-    from trainers.samplers import generate
+    from trainers.model.jit import build_jit
+    from trainers.model.samplers import generate
 
     digits = build_dataset("digits", image_size=8, split="test")
     torch.manual_seed(0)

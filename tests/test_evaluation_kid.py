@@ -1,15 +1,15 @@
-"""KID inside the Evaluator: the numbers equal trainers.kid on the documented sets (samples vs reference R, floor set
+"""KID inside the Evaluator: the numbers equal trainers.evaluation.kid on the documented sets (samples vs reference R, floor set
 B vs R), real data scores ~0 where the FD sits at its biased floor, features are cached, bad requests are refused."""
 import numpy as np
 import pytest
 import torch
 
-from trainers.config import config_from_dict
-from trainers.data import build_dataset
-from trainers.eval_features import kid_name
-from trainers.eval_reference import REFERENCE_SEED
-from trainers.evaluation import Evaluator
-from trainers.kid import kernel_distance
+from trainers.training.config import config_from_dict
+from trainers.data.loader import build_dataset
+from trainers.evaluation.features import kid_name
+from trainers.evaluation.references import REFERENCE_SEED
+from trainers.evaluation.evaluator import Evaluator
+from trainers.evaluation.kid import kernel_distance
 
 N = 100
 

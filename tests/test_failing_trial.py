@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers.datasets.image_files import ImageReadError
+from trainers.data.image_files import ImageReadError
 
 from sweep_helpers import cli_env, client_for, trial_runs, write_spec
 

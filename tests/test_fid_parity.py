@@ -10,8 +10,8 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from trainers.evaluation import evaluate_images
-from trainers.inception import (ENV_VAR, INCEPTION_FILENAME, InceptionExtractor, resolve_inception_weights,
+from trainers.evaluation.evaluator import evaluate_images
+from trainers.evaluation.inception import (ENV_VAR, INCEPTION_FILENAME, InceptionExtractor, resolve_inception_weights,
                                 save_random_inception_weights, to_uint8_rgb)
 
 N = 20  # IS uses 10 splits; Inception at 299x299 costs ~0.2 s per image on this CPU

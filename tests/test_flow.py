@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from trainers.flow import RectifiedFlow
-from trainers.heldout import bucket_denoise_loss
+from trainers.model.flow import RectifiedFlow
+from trainers.evaluation.heldout import bucket_denoise_loss
 
 
 def _x_y(b=6, seed=0, shape=(2, 4, 4)):

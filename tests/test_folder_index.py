@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from image_helpers import make_folder
-from trainers.data import build_dataset
-from trainers.datasets import folder, folder_index
+from trainers.data.loader import build_dataset
+from trainers.data import folder, folder_index
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +134,7 @@ def test_prepare_runs_its_shards_as_ray_tasks(tmp_path, monkeypatch):
 
 def test_dry_run_on_a_large_raw_folder_suggests_prepare(tmp_path, monkeypatch):
     from sweeps import preflight
-    from trainers.config import config_from_dict
+    from trainers.training.config import config_from_dict
 
     src = make_folder(tmp_path / "src", classes=2, per_class=3)
     monkeypatch.setattr(preflight, "RAW_FOLDER_NOTE_MIN", 5)  # the note's threshold, lowered for 6 images

@@ -1,4 +1,4 @@
-"""GPU options (trainers/accel.py, model.compile / optim.fused): off by default, refused loudly where they cannot run,
+"""GPU options (trainers/training/accel.py, model.compile / optim.fused): off by default, refused loudly where they cannot run,
 and numerically equal to the eager/default path where they do (inductor on CPU, torch's fused AdamW on CPU).
 
 Compile-vs-eager tolerance: outputs within 1e-5 absolute (outputs are O(1) here), gradients within 1e-5 of the
@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from trainers.accel import build_adamw, check_compile_supported, compile_blocks, resolve_fused
-from trainers.config import ConfigError, config_from_dict
-from trainers.jit import build_jit
-from trainers.spectral import SpectralForcing
+from trainers.training.accel import build_adamw, check_compile_supported, compile_blocks, resolve_fused
+from trainers.training.config import ConfigError, config_from_dict
+from trainers.model.jit import build_jit
+from trainers.model.spectral_forcing import SpectralForcing
 
 CPU = torch.device("cpu")
 TOL = 1e-5
@@ -163,8 +163,8 @@ def test_compiled_blocks_match_eager_within_1e5_and_sf_is_never_traced():
 
 @pytest.mark.slow
 def test_loop_with_compile_and_fused_adamw_matches_the_eager_loop(tmp_path):
-    """Both options through trainers.loop on CPU: the same losses as the default run, step for step."""
-    from trainers.loop import Hooks, Trainer
+    """Both options through trainers.training.loop on CPU: the same losses as the default run, step for step."""
+    from trainers.training.loop import Hooks, Trainer
 
     tree = {"model": {"preset": "jit-tiny", "patch_size": 4},
             "data": {"name": "grf", "image_size": 16, "options": {"channels": 3, "num_samples": 64}},

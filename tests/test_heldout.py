@@ -1,10 +1,10 @@
-"""trainers/heldout.py: the fixed batch, noise and t grid of the held-out denoising loss, and its per-bucket values."""
+"""trainers/evaluation/heldout.py: the fixed batch, noise and t grid of the held-out denoising loss, and its per-bucket values."""
 import pytest
 import torch
 
-from trainers.data import build_dataset
-from trainers.flow import RectifiedFlow
-from trainers.heldout import T_BUCKET_EDGES, HeldOutLoss, t_grid
+from trainers.data.loader import build_dataset
+from trainers.model.flow import RectifiedFlow
+from trainers.evaluation.heldout import T_BUCKET_EDGES, HeldOutLoss, t_grid
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for trainers/jit.py: architecture (parameter counts vs closed form and the paper), fixed encodings vs
+"""Tests for trainers/model/jit.py: architecture (parameter counts vs closed form and the paper), fixed encodings vs
 NumPy re-computations, zero-init behaviour, the Spectral Forcing hook, CFG null class, gradients, errors, bf16.
 
     .venv/bin/python -m pytest tests/test_jit.py -q
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.jit import (JIT_PRESETS, JiT, JiTPreset, apply_rope, build_jit, rope_2d_tables, sincos_pos_embed_2d,
+from trainers.model.jit import (JIT_PRESETS, JiT, JiTPreset, apply_rope, build_jit, rope_2d_tables, sincos_pos_embed_2d,
                           timestep_embedding)
 
 NUM_CLASSES = 10
@@ -353,7 +353,7 @@ def test_spectral_hook_filters_the_input_before_embedding():
 
 
 def test_spectral_forcing_module_composes_with_the_model():
-    spectral = pytest.importorskip("trainers.spectral")
+    spectral = pytest.importorskip("trainers.model.spectral_forcing")
     sf = spectral.SpectralForcing(32)
     model = _randomize_zero_inits(_tiny(spectral=sf))
     plain = _tiny()

@@ -1,9 +1,9 @@
-"""KID (trainers/kid.py) against torch-fidelity's estimator, a brute-force double sum, and its unbiasedness."""
+"""KID (trainers/evaluation/kid.py) against torch-fidelity's estimator, a brute-force double sum, and its unbiasedness."""
 import numpy as np
 import pytest
 import torch
 
-from trainers.kid import kernel_distance, mmd2_unbiased
+from trainers.evaluation.kid import kernel_distance, mmd2_unbiased
 
 
 def _brute_mmd2(x: np.ndarray, y: np.ndarray) -> float:

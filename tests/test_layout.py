@@ -40,7 +40,7 @@ def _top(name: str) -> str:
 def imports_of(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[tuple[int, str]]:
     """(line, module) for every import in a file, wherever it sits (top level, function bodies, `if TYPE_CHECKING`),
     plus `importlib.import_module("x")` / `__import__("x")` with a literal name. Relative imports are resolved
-    against the file's place under `root` (`from .. import x` in trainers/datasets/ is trainers.x)."""
+    against the file's place under `root` (`from .. import x` in trainers/data/ is trainers.x)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = path.relative_to(root).parent.parts
     found = []
@@ -99,7 +99,7 @@ def test_every_module_imports_one_way():
 
     - trainers imports neither sweeps nor analysis (it runs inside workers and knows nothing of Ray Tune or MLflow);
     - analysis never imports torch, torchvision, torch_fidelity, trainers or sweeps: a report is built from MLflow
-      and parquet alone, and every sweeps module reaches trainers (sweeps.spec -> trainers.config -> the registries
+      and parquet alone, and every sweeps module reaches trainers (sweeps.spec -> trainers.training.config -> the registries
       that import torch), so importing sweeps would pull torch in;
     - specforce_contracts, which every layer imports for names, imports only the standard library;
     - sweeps may import trainers, analysis and the contracts.
@@ -120,7 +120,7 @@ def test_layering_check_catches_planted_imports(tmp_path):
     (tmp_path / "analysis" / "bad.py").write_text("import numpy\nif False:\n    import torch.nn as nn\n")
     (tmp_path / "analysis" / "rel.py").write_text("from ..trainers import loop\nfrom . import runs\n")
     (tmp_path / "analysis" / "sw.py").write_text("from sweeps import spec\n")
-    (tmp_path / "sweeps" / "ok.py").write_text("import torch\nimport trainers.loop\nimport analysis.runs\n")
+    (tmp_path / "sweeps" / "ok.py").write_text("import torch\nimport trainers.training.loop\nimport analysis.runs\n")
     (tmp_path / f"{CONTRACTS}.py").write_text("import json\nimport yaml\n")
     found = layering_violations(tmp_path)
     assert sorted(f.split(":")[0] + ":" + f.split(":")[1] for f in found) == sorted([

@@ -11,7 +11,7 @@ import torch
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from trainers.metrics import (FeatureStats, InceptionScoreStats, StatsCache, frechet_distance, inception_score,
+from trainers.evaluation.metrics import (FeatureStats, InceptionScoreStats, StatsCache, frechet_distance, inception_score,
                               load_reference_stats, save_reference_stats)
 
 

@@ -1,4 +1,4 @@
-"""The plug-in denoiser contract (trainers/denoiser_contract.py): the built-in JiT through it is today's JiT bit for
+"""The plug-in denoiser contract (trainers/model/contract.py): the built-in JiT through it is today's JiT bit for
 bit, the x/v/eps conversions against their closed forms, SF before the model, and the one-line refusals at load.
 
     .venv/bin/python -m pytest tests/test_model_contract.py -q      # CPU, ~1 min
@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.builders import build_model, model_shape_params
-from trainers.config import ConfigError, config_from_dict
-from trainers.denoiser_contract import attach_spectral, build_module, x_from_prediction
-from trainers.flow import RectifiedFlow
-from trainers.jit import build_jit
-from trainers.samplers import generate
-from trainers.spectral import SpectralForcing
+from trainers.training.builders import build_model, model_shape_params
+from trainers.training.config import ConfigError, config_from_dict
+from trainers.model.contract import attach_spectral, build_module, x_from_prediction
+from trainers.model.flow import RectifiedFlow
+from trainers.model.jit import build_jit
+from trainers.model.samplers import generate
+from trainers.model.spectral_forcing import SpectralForcing
 
 BEFORE_CONTRACT = "3b8ba27"  # the last commit whose JiT applied SF inside its own forward
 SIZE = 16
@@ -48,7 +48,7 @@ def _batch(b=4, c=3, seed=0):
 
 def _old_jit_module():
     try:
-        source = subprocess.run(["git", "show", f"{BEFORE_CONTRACT}:trainers/jit.py"], capture_output=True,
+        source = subprocess.run(["git", "show", f"{BEFORE_CONTRACT}:trainers/model/jit.py"], capture_output=True,
                                 text=True, check=True, cwd=pathlib_root()).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"git history with commit {BEFORE_CONTRACT} is not available")
@@ -171,8 +171,8 @@ def test_sf_filters_the_model_input_and_conversions_use_the_unfiltered_input(mon
     for predicts, expected in (("x", lambda z: torch.zeros_like(z)), ("v", lambda z: z),
                                ("eps", lambda z: z / t.clamp_min(0.05)[:, None, None, None])):
         rec = _Recorder()
-        monkeypatch.setattr("trainers.unet.build_unet", lambda **kw: rec)
-        model = build_module("trainers.unet:build_unet", {}, image_size=SIZE, channels=1, num_classes=10,
+        monkeypatch.setattr("trainers.model.unet.build_unet", lambda **kw: rec)
+        model = build_module("trainers.model.unet:build_unet", {}, image_size=SIZE, channels=1, num_classes=10,
                              predicts=predicts, spectral=sf)
         out = model(x, t, y)
         assert torch.equal(rec.seen[-1], sf(x, t))  # the network sees SF_t(x_t) ...
@@ -184,8 +184,8 @@ def test_a_v_model_is_integrated_with_its_own_velocity(monkeypatch):
     # a model predicting the constant velocity c moves z0 by exactly c from t=0 to 1 (dz/dt = c); a clamped
     # 1 - t in the conversion would make the last step overshoot
     c = 0.7
-    monkeypatch.setattr("trainers.unet.build_unet", lambda **kw: _Recorder(c))
-    model = build_module("trainers.unet:build_unet", {}, image_size=4, channels=1, num_classes=0, predicts="v")
+    monkeypatch.setattr("trainers.model.unet.build_unet", lambda **kw: _Recorder(c))
+    model = build_module("trainers.model.unet:build_unet", {}, image_size=4, channels=1, num_classes=0, predicts="v")
     gen = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     for sampler in ("euler", "heun"):
@@ -286,7 +286,7 @@ def test_a_good_target_loads_and_records_its_params(user_module):
     assert params["model.target"] == "user_nets:build" and params["model.predicts"] == "eps"
     assert params["model.options.width"] == 4
     assert params["model.parameters"] == 1 * 1 * 9 + 1 and params["model.tokens"] == SIZE * SIZE
-    unet = _cfg(target="trainers.unet:build_unet", options={"base_channels": 8})
+    unet = _cfg(target="trainers.model.unet:build_unet", options={"base_channels": 8})
     reported = model_shape_params(build_model(unet, 1, 0, None), unet)
     assert reported["model.reported.arch"] == "unet" and reported["model.reported.base_channels"] == 8
 
@@ -303,7 +303,7 @@ def test_two_architectures_never_pair_in_the_analysis(tmp_path):
     client = MlflowClient(uri)
     client.search_experiments()  # create the schema once
     target_of = {}
-    for target, effect in (("None", -6.0), ("trainers.unet:build_unet", 0.0)):  # JiT logs its unset target so
+    for target, effect in (("None", -6.0), ("trainers.model.unet:build_unet", 0.0)):  # JiT logs its unset target so
         sweep = log_synthetic_sweep(uri, "two-archs", patch_sizes=(8,), seeds=range(3), effects={8: effect},
                                     sweep_name=f"sweep-{target}", rng_seed=len(target_of))
         for run_id in sweep.trial_run_ids.values():

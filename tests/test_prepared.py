@@ -19,8 +19,8 @@ from PIL import Image
 from image_helpers import make_folder
 from sweeps.errors import UserError
 from sweeps.prepare import prepare_dataset, verify_prepared
-from trainers.data import build_dataset, infinite_loader, to_model_input
-from trainers.datasets.prepared_format import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError,
+from trainers.data.loader import build_dataset, infinite_loader, to_model_input
+from trainers.data.prepared_format import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError,
                                                manifest_digest)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from image_helpers import make_folder
 from sweeps.prepare import prepare_dataset
-from trainers.checkpoint import load_checkpoint
+from trainers.training.checkpoint import load_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -53,7 +53,7 @@ def test_eta_unknown_before_any_progress_and_hours_format():
 def test_project_warnings_shown_once_library_warnings_only_logged(tmp_path):
     out = io.StringIO()
     log = tmp_path / "logs" / "x.log"
-    line = (f"{ROOT}/trainers/evaluation.py:610: RuntimeWarning: only 64 samples for 1024-dimensional features: "
+    line = (f"{ROOT}/trainers/evaluation/evaluator.py:610: RuntimeWarning: only 64 samples for 1024-dimensional features: "
             "the covariance is rank-deficient")
     with SweepConsole(log, out=out) as console:
         for pid in (11, 12, 13):  # three trials' workers raise the same warning
@@ -61,7 +61,7 @@ def test_project_warnings_shown_once_library_warnings_only_logged(tmp_path):
         console._on_ray_lines({"pid": 14, "lines": ["/usr/lib/python3/x.py:1: UserWarning: a library's own"]})
     shown = out.getvalue().splitlines()
     assert shown == [f"warning: only 64 samples for 1024-dimensional features: the covariance is rank-deficient "
-                     "(RuntimeWarning, trainers/evaluation.py:610; shown once, every occurrence is in the log)"]
+                     "(RuntimeWarning, trainers/evaluation/evaluator.py:610; shown once, every occurrence is in the log)"]
     text = log.read_text()
     assert text.count("RuntimeWarning") == 3 and "(RayTrainWorker pid=12)" in text and "a library's own" in text
 

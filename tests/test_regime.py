@@ -15,9 +15,9 @@ from scipy import stats
 
 from analysis.regime import slope_contrast
 from analysis.report import build_report
-from trainers.config import ConfigError, config_from_dict
-from trainers.jit import JIT_PRESETS, build_jit
-from trainers.builders import build_model, model_shape_params
+from trainers.training.config import ConfigError, config_from_dict
+from trainers.model.jit import JIT_PRESETS, build_jit
+from trainers.training.builders import build_model, model_shape_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_trial_logger_logs_the_resolved_bottleneck_not_none(tmp_path):
     from specforce_contracts import REPORT_RECORD_KEY, TrialRecord
     from sweep_helpers import grid_trial, trial_logger_in
     from sweeps.trial import IMAGES_KEY
-    from trainers.config import config_with_overrides
+    from trainers.training.config import config_with_overrides
 
     client, exp, parent, logger = trial_logger_in(tmp_path)
     ids = {}

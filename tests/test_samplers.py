@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from trainers.samplers import SAMPLERS, euler, generate, get_sampler, heun, make_cfg_denoiser
+from trainers.model.samplers import SAMPLERS, euler, generate, get_sampler, heun, make_cfg_denoiser
 
 D = 16  # a 4x4 single-channel image, flattened
 

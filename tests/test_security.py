@@ -7,7 +7,7 @@ import torch
 
 from sweeps.spec import SpecError, load_spec
 from sweeps.tracking import param_value, redact
-from trainers.checkpoint import load_checkpoint, save_checkpoint
+from trainers.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_spec_yaml_cannot_construct_objects(tmp_path):

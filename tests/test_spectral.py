@@ -1,4 +1,4 @@
-"""Spectral Forcing operator (trainers/spectral.py) against SciPy/NumPy references written independently here.
+"""Spectral Forcing operator (trainers/model/spectral_forcing.py) against SciPy/NumPy references written independently here.
 
     .venv/bin/python -m pytest tests/test_spectral.py -q
 """
@@ -9,7 +9,7 @@ import pytest
 import scipy.fft
 import torch
 
-from trainers.spectral import (
+from trainers.model.spectral_forcing import (
     SCHEDULES,
     SpectralForcing,
     dct_matrix,

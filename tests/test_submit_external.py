@@ -95,7 +95,7 @@ def test_model_modules_finds_the_folders_that_must_travel(user_repo, tmp_path, m
     (tmp_path / "single" / "extnets_single.py").write_text(NETS)
     monkeypatch.syspath_prepend(str(tmp_path / "single"))
     # a package folder, a single-file module; project (trainers) and installed (torch) ones stay home; no target
-    spec = _fake_spec(TARGET, grid_targets=[None, "extnets_single:build", "trainers.unet:build_unet",
+    spec = _fake_spec(TARGET, grid_targets=[None, "extnets_single:build", "trainers.model.unet:build_unet",
                                             "torch.nn:Identity", "collections:OrderedDict",
                                             f"{PACKAGE}.nets:ConvDenoiser"])
     assert model_modules(spec) == [str((user_repo.pkgs / PACKAGE).resolve()),

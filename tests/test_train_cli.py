@@ -12,7 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from trainers.checkpoint import load_checkpoint
+from trainers.training.checkpoint import load_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {

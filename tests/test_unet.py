@@ -1,4 +1,4 @@
-"""unet-tiny (trainers/unet.py) and a user's model from OUTSIDE the repository, trained by `specforce train`,
+"""unet-tiny (trainers/model/unet.py) and a user's model from OUTSIDE the repository, trained by `specforce train`,
 evaluated by `specforce eval` and swept by a 1-trial `specforce sweep` through the plug-in denoiser contract.
 
     .venv/bin/python -m pytest tests/test_unet.py -q               # CPU, ~2 min
@@ -16,7 +16,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from trainers.unet import ResBlock, build_unet
+from trainers.model.unet import ResBlock, build_unet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_an_outside_model_trains_evaluates_and_is_recorded(outside):
     assert params["model.parameters"] == str(60 + 6 + 12 + 55)
     assert run.info.status == "FINISHED" and "eval/denoise_loss" in run.data.metrics
     # the checkpoint holds exactly the user's parameter names (the contract adds none)
-    from trainers.checkpoint import load_checkpoint
+    from trainers.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert sorted(state["model"]) == sorted(["inp.weight", "inp.bias", "cls.weight", "time.weight", "time.bias",
@@ -177,7 +177,7 @@ class _KillAtFirstCheckpoint:
     """Hooks that end the run right after its first checkpoint is on disk (as a SIGKILL there would)."""
 
     def __getattr__(self, name):
-        from trainers.loop import Hooks
+        from trainers.training.loop import Hooks
 
         return getattr(Hooks(), name)
 
@@ -186,11 +186,11 @@ class _KillAtFirstCheckpoint:
 
 
 def test_a_contract_model_resumes_exactly_with_its_ema(tmp_path):
-    from trainers.checkpoint import load_checkpoint
-    from trainers.config import config_from_dict
-    from trainers.loop import Trainer
+    from trainers.training.checkpoint import load_checkpoint
+    from trainers.training.config import config_from_dict
+    from trainers.training.loop import Trainer
 
-    cfg = config_from_dict({**CONFIG, "model": {"target": "trainers.unet:build_unet",
+    cfg = config_from_dict({**CONFIG, "model": {"target": "trainers.model.unet:build_unet",
                                                 "options": {"base_channels": 8}, "predicts": "v"},
                             "eval": {**CONFIG["eval"], "metrics": []}, "device": "cpu"})
     Trainer(cfg, tmp_path / "straight").run()
