@@ -48,7 +48,7 @@ def _batch(b=4, c=3, seed=0):
 
 def _old_jit_module():
     try:
-        source = subprocess.run(["git", "show", f"{BEFORE_CONTRACT}:trainers/model/jit.py"], capture_output=True,
+        source = subprocess.run(["git", "show", f"{BEFORE_CONTRACT}:trainers/jit.py"], capture_output=True,
                                 text=True, check=True, cwd=pathlib_root()).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"git history with commit {BEFORE_CONTRACT} is not available")
