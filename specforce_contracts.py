@@ -54,6 +54,7 @@ T_BUCKET_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 TRAIN_LOSS, TRAIN_LR, TRAIN_IMAGES_PER_S = "train/loss", "train/lr", "train/images_per_s"
 FID, IS, FD_PIXEL = "eval/fid", "eval/is", "eval/fd_pixel"  # "fid"/"is" always mean Inception-v3 2015-12-05
+FD_PREFIX, KID_PREFIX = "eval/fd_", "eval/kid"  # every Fréchet distance (but eval/fid) and every kernel distance
 EVAL_SECONDS = "eval/seconds"
 SWEEP_SECONDS, SWEEP_TRIALS, SWEEP_ERRORED = "sweep/seconds", "sweep/trials", "sweep/errored"
 SWEEP_ROUND, SWEEP_SEEDS_PER_ARM = "sweep/round", "sweep/seeds_per_arm"  # adaptive sweeps, step = round
@@ -231,8 +232,20 @@ ARTIFACT_CHECKPOINTS_DIR, ARTIFACT_LOGS_DIR = "checkpoints", "logs"
 ARTIFACT_FINAL_SAMPLES = "samples/final.png"
 ARTIFACT_SPECTRA = "eval/spectra.json"
 
-# ------------------------------------------------------------------------------------------------ tracking store
+# ------------------------------------------------------------------------------ a run folder (`train --out`, a trial)
+RUN_CONFIG_FILE = "config.yaml"  # the resolved config, written at the start
+RUN_CHECKPOINT_FILE = "checkpoint.pt"  # model, EMA, optimizer, counters: what a resume reads
+RUN_EMA_FILE = "ema.pt"  # the sampling weights, written at the end (`specforce eval` reads it)
+RUN_METRICS_FILE = "metrics.jsonl"  # every metrics row of rank 0, one JSON object a line
+
+# ------------------------------------------------------------------------------------ tracking store, Ray storage
 DEFAULT_STORE_FILE = "mlflow.db"
+DEFAULT_STORAGE_DIR = "ray_results"  # a sweep's Ray storage when --storage is not given
+
+
+def default_storage(cwd: str | pathlib.Path | None = None) -> str:
+    """`<cwd>/ray_results`, absolute: Ray's trial processes run in other working directories."""
+    return str((pathlib.Path(cwd or pathlib.Path.cwd()) / DEFAULT_STORAGE_DIR).resolve())
 
 
 def default_tracking_uri(cwd: str | pathlib.Path | None = None) -> str:
@@ -269,6 +282,41 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = value
     return out
+
+
+# ------------------------------------------------------------------------- Spectral Forcing: schedules and c(t)
+SF_SCHEDULES = ("none", "linear", "contour", "snr", "constant")
+# The operator's defaults (config `spectral:`, SpectralForcing's keywords, the report's labels): c(t) in radius units
+SF_DEFAULTS = {"schedule": "linear", "c_min": 0.05, "c_max": 1.0, "c_const": 0.5, "kappa": 30.0, "alpha": 2.0,
+               "t_eps": 0.05}
+
+
+def sf_cutoff(schedule: str, t: Any, ops: Any, *, c_min: float, c_max: float, alpha: float, r0: float | None,
+              c_const: float) -> Any:
+    """The SF cutoff c(t) (t = 0 noise, t = 1 data), element-wise over an array `t` of any library.
+
+    The one written form of the formula: trainers/model/spectral_forcing.py calls it on torch tensors and
+    analysis/schedules.py on NumPy arrays. `ops` gives `where(cond, a, b)`, `clip(x, lo, hi)` (either bound may be
+    None) and `full_like(x, value)` for that library; the rest is arithmetic both support. `none` is +inf.
+    linear c_min + (c_max - c_min) t; constant c_const; contour min(c_max, c_min (1 - t)^(-2/alpha));
+    snr clip(r0 (t / (1 - t))^(2/alpha), c_min, c_max). At t = 1 contour and snr are c_max, with no inf * 0.
+    """
+    if schedule == "none":
+        return ops.full_like(t, float("inf"))
+    if schedule == "linear":
+        return c_min + (c_max - c_min) * t
+    if schedule == "constant":
+        return ops.full_like(t, c_const)
+    at_data = t >= 1.0
+    # 1 - t and t / (1 - t) are evaluated only where t < 1
+    one_minus = ops.where(at_data, ops.full_like(t, 1.0), 1.0 - t)
+    if schedule == "contour":
+        front = c_min * one_minus ** (-2.0 / alpha) if c_min > 0 else ops.full_like(t, 0.0)
+        return ops.where(at_data, ops.full_like(t, c_max), ops.clip(front, None, c_max))
+    if schedule != "snr":
+        raise ValueError(f"schedule: unknown schedule {schedule!r}; choose one of {SF_SCHEDULES}")
+    ratio = ops.where(at_data, ops.full_like(t, 1.0), t / one_minus)
+    return ops.where(at_data, ops.full_like(t, c_max), ops.clip(r0 * ratio ** (2.0 / alpha), c_min, c_max))
 
 
 # ---------------------------------------------------------------------------------------------------- trial record

@@ -41,13 +41,18 @@ from __future__ import annotations
 
 import math
 import numbers
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-SCHEDULES = ("none", "linear", "contour", "snr", "constant")
+from specforce_contracts import SF_DEFAULTS, SF_SCHEDULES as SCHEDULES, sf_cutoff
+
+# what specforce_contracts.sf_cutoff needs of an array library, for torch tensors
+_TORCH_OPS = SimpleNamespace(where=torch.where, full_like=torch.full_like,
+                             clip=lambda x, lo, hi: x.clamp(min=lo, max=hi))
 
 
 def dct_matrix(n: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
@@ -100,17 +105,17 @@ class SpectralForcing(nn.Module):
     def __init__(
         self,
         image_size: int | tuple[int, int],
-        schedule: str = "linear",
+        schedule: str = SF_DEFAULTS["schedule"],
         *,
-        c_min: float = 0.05,
-        c_max: float = 1.0,
-        kappa: float = 30.0,
-        alpha: float = 2.0,
+        c_min: float = SF_DEFAULTS["c_min"],
+        c_max: float = SF_DEFAULTS["c_max"],
+        kappa: float = SF_DEFAULTS["kappa"],
+        alpha: float = SF_DEFAULTS["alpha"],
         r0: float | None = None,
-        c_const: float = 0.5,
+        c_const: float = SF_DEFAULTS["c_const"],
         window_size: int | None = None,
         identity_at_data: bool = False,
-        t_eps: float = 0.05,
+        t_eps: float = SF_DEFAULTS["t_eps"],
     ) -> None:
         super().__init__()
         self.image_size = _size2("image_size", image_size)
@@ -202,22 +207,8 @@ class SpectralForcing(nn.Module):
         return t
 
     def _cutoff(self, t: Tensor) -> Tensor:
-        s, c_min, c_max = self.schedule, self.c_min, self.c_max
-        if s == "none":
-            return torch.full_like(t, math.inf)
-        if s == "linear":
-            return c_min + (c_max - c_min) * t
-        if s == "constant":
-            return torch.full_like(t, self.c_const)
-        at_data = t >= 1.0
-        # 1 - t and t / (1 - t) are evaluated only where t < 1, so t = 1 never produces inf * 0 = nan.
-        one_minus = torch.where(at_data, torch.ones_like(t), 1.0 - t)
-        if s == "contour":
-            front = c_min * one_minus.pow(-2.0 / self.alpha) if c_min > 0 else torch.zeros_like(t)
-            return torch.where(at_data, torch.full_like(t, c_max), front.clamp(max=c_max))
-        ratio = torch.where(at_data, torch.ones_like(t), t / one_minus)
-        front = self.r0 * ratio.pow(2.0 / self.alpha)
-        return torch.where(at_data, torch.full_like(t, c_max), front.clamp(min=c_min, max=c_max))
+        return sf_cutoff(self.schedule, t, _TORCH_OPS, c_min=self.c_min, c_max=self.c_max, alpha=self.alpha,
+                         r0=self.r0, c_const=self.c_const)
 
     def _ramp(self, t: Tensor) -> Tensor:
         s = ((t - (1.0 - self.t_eps)) / self.t_eps).clamp(0.0, 1.0)

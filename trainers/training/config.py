@@ -25,7 +25,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from specforce_contracts import CLASSIFIER_DATASETS, EVAL_METRIC_OPTIONS, flatten  # noqa: F401 (flatten: public here)
+from specforce_contracts import CLASSIFIER_DATASETS, EVAL_METRIC_OPTIONS, SF_DEFAULTS, SF_SCHEDULES, flatten  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -74,12 +74,12 @@ class DataConfig(_Frozen):
 
 class SpectralConfig(_Frozen):
     enabled: bool = False
-    schedule: Literal["linear", "contour", "snr", "constant", "none"] = "linear"
-    c_min: float = Field(default=0.05, ge=0.0, le=1.0)
-    c_max: float = Field(default=1.0, gt=0.0, le=1.0)
-    c_const: float = Field(default=0.5, gt=0.0, le=1.0)
-    kappa: float = Field(default=30.0, gt=0.0)
-    alpha: float = Field(default=2.0, gt=0.0)
+    schedule: Literal[SF_SCHEDULES] = SF_DEFAULTS["schedule"]  # type: ignore[valid-type] (a tuple of literals)
+    c_min: float = Field(default=SF_DEFAULTS["c_min"], ge=0.0, le=1.0)
+    c_max: float = Field(default=SF_DEFAULTS["c_max"], gt=0.0, le=1.0)
+    c_const: float = Field(default=SF_DEFAULTS["c_const"], gt=0.0, le=1.0)
+    kappa: float = Field(default=SF_DEFAULTS["kappa"], gt=0.0)
+    alpha: float = Field(default=SF_DEFAULTS["alpha"], gt=0.0)
     # snr schedule: None fits alpha and r0 from the training data's radial DCT power spectrum
     r0: float | None = Field(default=None, gt=0.0)
     fit_from_data: bool = False
