@@ -15,7 +15,8 @@ from torch import nn
 
 from trainers.training.builders import build_model, model_shape_params
 from trainers.training.config import ConfigError, config_from_dict
-from trainers.model.contract import attach_spectral, build_module, x_from_prediction
+from trainers.model.contract import build_module, x_from_prediction
+from trainers.model.spectral_forcing import attach_spectral
 from trainers.model.flow import RectifiedFlow
 from trainers.model.jit import build_jit
 from trainers.model.samplers import generate

@@ -38,6 +38,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from trainers.model.spectral_forcing import attach_spectral
+
 PREDICTS = ("x", "v", "eps")
 RESERVED = ("image_size", "channels", "num_classes")  # the contract passes these itself
 PROBE_BATCH = 2
@@ -100,34 +102,6 @@ def check_options(builder: Callable[..., Any], options: Mapping[str, Any], targe
 
 
 # -------------------------------------------------------------------------------------- the hooks
-def _spectral_pre_hook(module: nn.Module, args: tuple) -> tuple | None:
-    # reads module.spectral at call time (no closure): deep copies and `module.spectral = None` behave
-    sf = module.spectral
-    if sf is None:
-        return None
-    if len(args) < 2:
-        raise TypeError("model: called with fewer than (x_t, t) positional arguments; the contract passes "
-                        "model(x_t, t, cond) positionally")
-    return (sf(args[0], args[1]), *args[1:])
-
-
-def attach_spectral(module: nn.Module, spectral: nn.Module | None) -> nn.Module:
-    """Register `spectral` as `module.spectral` and filter the module's input x_t with it before its forward.
-
-    One hook per module however often it is called; `spectral=None` leaves the input as it is. The name
-    `spectral` must be free (absent or None) on a user's module: it is where the record and figures find SF."""
-    if spectral is not None and not isinstance(spectral, nn.Module):
-        raise TypeError(f"spectral: expected an nn.Module with forward(z, t) or None, got {spectral!r}")
-    current = getattr(module, "spectral", None)
-    if current is not None and current is not spectral:
-        raise ValueError(f"spectral: {type(module).__name__} already has an attribute 'spectral' "
-                         f"({type(current).__name__}); the contract puts Spectral Forcing there")
-    module.spectral = spectral
-    if _spectral_pre_hook not in module._forward_pre_hooks.values():
-        module.register_forward_pre_hook(_spectral_pre_hook)
-    return module
-
-
 def x_from_prediction(out: Tensor, z: Tensor, t: Tensor, predicts: str, t_eps: float) -> Tensor:
     """The clean-image estimate from a model's x, v or eps output at the unfiltered z (module docstring)."""
     if predicts == "x":
@@ -322,6 +296,6 @@ def reported_params(module: nn.Module, cfg: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["PREDICTS", "ContractError", "resolve_target", "check_options", "attach_spectral", "attach_prediction",
+__all__ = ["PREDICTS", "ContractError", "resolve_target", "check_options", "attach_prediction",
            "x_from_prediction", "builtin_jit", "build_module", "build_from_config", "check_model", "probe",
            "reported_params"]

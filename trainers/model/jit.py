@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.model.contract import attach_spectral
+from trainers.model.spectral_forcing import attach_spectral
 
 __all__ = ["JiTPreset", "JIT_PRESETS", "JiT", "build_jit", "sincos_pos_embed_2d", "timestep_embedding",
            "rope_2d_tables", "apply_rope"]
