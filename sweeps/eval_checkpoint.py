@@ -67,7 +67,8 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
     from trainers.training.accel import compile_blocks
     from trainers.training.builders import build_dataset_for, build_denoiser, build_evaluator, build_flow
     from trainers.training.checkpoint import load_checkpoint
-    from trainers.training.config import check_environment, dump_yaml
+    from trainers.training.config import dump_yaml
+    from trainers.training.environment import check_environment
     from trainers.evaluation.heldout import HeldOutLoss
     from trainers.training.loop import Hooks, evaluate_weights
 

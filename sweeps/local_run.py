@@ -58,7 +58,7 @@ def preflight_train(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: st
     or run): output folder, a checkpoint there from another config, device, data (indexed, images verified),
     Inception weights, tracking URI and names. Returns the absolute tracking URI (None for --no-mlflow)."""
     from sweeps.preflight import check_inception_weights, check_out_dir, check_train_out
-    from trainers.training.config import check_environment
+    from trainers.training.environment import check_environment
 
     check_out_dir(out_dir)
     check_train_out(cfg, out_dir)

@@ -9,7 +9,7 @@ writes nothing. What is checked where (the CLI decides which apply):
 - `check_storage`: --storage is a local folder (not a file) or a URI with a filesystem scheme Ray can write to.
 - `check_port`: `specforce ui --port` is free on its host (a bind test), so a taken port is refused instead of
   uvicorn logging "Address already in use" and exiting 0.
-- `check_spec_environment`: every distinct config a sweep will train passes `trainers.training.config.check_environment`
+- `check_spec_environment`: every distinct config a sweep will train passes `trainers.training.environment.check_environment`
   (device, files, datasets index cleanly), and one trial fits the embedded Ray's CPUs and GPUs. Only when the Ray
   cluster is this machine: a remote cluster's head and workers have their own files and devices.
 - `check_train_out`: `specforce train` refuses an --out whose checkpoint.pt was written by another config, before it
@@ -82,7 +82,7 @@ def check_train_out(cfg, out_dir: pathlib.Path) -> None:
     state = load_checkpoint(ckpt)
     if state["config"] != cfg.model_dump(mode="json"):
         from sweeps.fingerprint import changed_keys
-        from trainers.training.config import flatten
+        from specforce_contracts import flatten
 
         changes = changed_keys(flatten(state["config"]), cfg.flat())
         shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
@@ -124,7 +124,8 @@ def _trial_configs(spec) -> list[tuple[str, Any]]:
 def check_spec_environment(spec, *, num_cpus: int | None = None) -> None:
     """Every distinct trial config passes check_environment here, and one trial fits the embedded Ray."""
     from sweeps.spec import SpecError
-    from trainers.training.config import ConfigError, check_environment
+    from trainers.training.config import ConfigError
+    from trainers.training.environment import check_environment
 
     seen = set()
     for label, cfg in _trial_configs(spec):

@@ -35,7 +35,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import specforce_contracts as C
-from trainers.training.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, flatten, read_yaml
+from specforce_contracts import flatten
+from trainers.training.config import ConfigError, TrainConfig, config_from_dict, config_with_overrides, read_yaml
 from trainers.training.config_rules import check_world
 
 # the spec's sections live in spec_schema.py; imported from here by the runner, the CLI and tests

@@ -16,7 +16,8 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainers.training.config import ConfigError, TrainConfig, flatten
+from specforce_contracts import flatten
+from trainers.training.config import ConfigError, TrainConfig
 
 INF, NAN = float("inf"), float("nan")
 

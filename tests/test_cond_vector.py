@@ -164,7 +164,8 @@ def test_config_load_refuses_vector_cond_it_cannot_use(patch, starts):
      "data (grf, train split): cond: class_embedding needs labelled data"),
 ])
 def test_the_environment_check_refuses_a_model_or_data_without_vectors(patch, starts):
-    from trainers.training.config import ConfigError, check_environment, config_from_dict
+    from trainers.training.config import ConfigError, config_from_dict
+    from trainers.training.environment import check_environment
 
     with pytest.raises(ConfigError) as err:
         check_environment(config_from_dict({**CONFIG, **patch}))

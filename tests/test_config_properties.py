@@ -30,7 +30,8 @@ from sweeps.preflight import check_spec_environment
 from sweeps.spec import SpecError, baseline_plans, grid_plans, spec_from_dict
 from config_strategies import ALL_METRICS, KNOWN_KEYS, assert_one_line_naming_a_key, config_trees, image_folder
 from trainers.training.checkpoint import load_checkpoint
-from trainers.training.config import ConfigError, check_environment, config_from_dict, config_with_overrides
+from trainers.training.config import ConfigError, config_from_dict, config_with_overrides
+from trainers.training.environment import check_environment
 from trainers.training.loop import Hooks, Trainer
 
 FAST_CONFIGS, FAST_SPECS, SLOW_CONFIGS, SLOW_SPECS = 10, 8, 150, 50

@@ -11,7 +11,7 @@ trial dying on a cluster. Each refusal is one line naming the dotted key path an
 Three entry points:
 - `check_rules(cfg)`: called by TrainConfig's validation (trainers/training/config.py), so every load applies it;
 - `check_data(cfg, channels=, train_size=, test_size=)`: rules on the dataset's shape and size. Called at load for
-  datasets whose shape and size the config alone fixes (`grf`), and by `check_environment` with the built datasets;
+  datasets whose shape and size the config alone fixes (`grf`), and by `check_environment` (trainers/training/environment.py) with the built datasets;
 - `check_world(cfg, workers)`: rules that need the number of training workers (a sweep's resources.workers).
 
 CPU check: `.venv/bin/python -m pytest tests/test_config.py tests/test_config_properties.py -q`.
@@ -19,10 +19,10 @@ CPU check: `.venv/bin/python -m pytest tests/test_config.py tests/test_config_pr
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from trainers.training.config import TrainConfig
+# a trainers.training.config.TrainConfig; not imported, because config.py calls check_rules while validating
+TrainConfig = Any
 
 # image grids (trainers/evaluation/images.py) and the Inception extractor read 1- or 3-channel images only
 GRID_CHANNELS = (1, 3)
