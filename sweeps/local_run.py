@@ -99,10 +99,10 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
     except BaseException as err:
         if hooks is not None:
             hooks.fail()
-        from trainers.training.checkpoint import CHECKPOINT_NAME
+        from specforce_contracts import RUN_CHECKPOINT_FILE
 
         marked = f"; MLflow run {hooks.run_id} marked FAILED" if hooks is not None else ""
-        if (out_dir / CHECKPOINT_NAME).is_file():
+        if (out_dir / RUN_CHECKPOINT_FILE).is_file():
             where, then = f"partial output in {out_dir}", "resume from its last checkpoint"
         elif out_dir.exists():
             where, then = f"partial output in {out_dir} (no checkpoint yet)", "start over"

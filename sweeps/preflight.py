@@ -74,9 +74,10 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
 
 def check_train_out(cfg, out_dir: pathlib.Path) -> None:
     """Refuse an --out whose checkpoint.pt belongs to another config (the resume would be refused mid-way)."""
-    from trainers.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from specforce_contracts import RUN_CHECKPOINT_FILE
+    from trainers.training.checkpoint import load_checkpoint
 
-    ckpt = out_dir / CHECKPOINT_NAME
+    ckpt = out_dir / RUN_CHECKPOINT_FILE
     if not ckpt.is_file():
         return
     state = load_checkpoint(ckpt)

@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
 
 class CheckpointError(ValueError):
     """A file is not a readable specforce checkpoint; the message starts with the file's path."""

@@ -36,7 +36,7 @@ import specforce_contracts as C
 from trainers.training.accel import build_adamw, compile_blocks
 from trainers.training.builders import (build_denoiser, build_evaluator, build_flow, build_dataset_for, data_spectrum,
                                generate_images, model_shape_params)
-from trainers.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from trainers.training.checkpoint import load_checkpoint, save_checkpoint
 from trainers.training.config import TrainConfig, dump_yaml
 from trainers.data.cond import build_cond, cond_of
 from trainers.evaluation.heldout import HeldOutLoss
@@ -102,7 +102,7 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = pathlib.Path(out_dir)
         self.hooks = hooks or Hooks()
-        self.resume_from = self.out_dir / CHECKPOINT_NAME  # resuming = re-running the same command
+        self.resume_from = self.out_dir / C.RUN_CHECKPOINT_FILE  # resuming = re-running the same command
         self.cache_dir = pathlib.Path(cache_dir) if cache_dir else self.out_dir.parent / ".cache"
         self.rank, self.world = _rank(), _world()
         if cfg.optim.batch_size % self.world:
@@ -137,7 +137,7 @@ class Trainer:
             run.model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(dump_yaml(cfg))
+            (self.out_dir / C.RUN_CONFIG_FILE).write_text(dump_yaml(cfg))
         # the held-out split, built once: the evaluator's reference and the fixed denoising batch both come from it
         self.eval_set = build_dataset_for(cfg, "test") if (cfg.eval.metrics or cfg.eval.denoise_loss) else None
         self.heldout = HeldOutLoss.from_config(cfg, self.eval_set, device) if cfg.eval.denoise_loss else None
@@ -157,7 +157,7 @@ class Trainer:
             print(f"resumed from {self.resume_from} at {run.images_seen:,d} images", flush=True)
 
     def _save(self, run: TrainingRun, metrics: dict[str, float]) -> None:
-        path = self.out_dir / CHECKPOINT_NAME
+        path = self.out_dir / C.RUN_CHECKPOINT_FILE
         if self.rank == 0:
             save_checkpoint({"model": run.raw_model.state_dict(), "ema": run.ema.state_dict(),
                              "optimizer": run.optimizer.state_dict(), "images_seen": run.images_seen,
@@ -255,12 +255,12 @@ class Trainer:
             weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         path = save_checkpoint({"model": weights, "images_seen": run.images_seen, "step": run.step,
                                 "config": self.cfg.model_dump(mode="json"), "ema_index": self.cfg.sample.ema_index},
-                               self.out_dir / "ema.pt")
+                               self.out_dir / C.RUN_EMA_FILE)
         self.hooks.on_artifact(path, C.ARTIFACT_CHECKPOINTS_DIR)
 
     def _emit(self, run: TrainingRun, metrics: dict[str, float]) -> None:
         if self.rank == 0:
-            with (self.out_dir / "metrics.jsonl").open("a") as f:
+            with (self.out_dir / C.RUN_METRICS_FILE).open("a") as f:
                 f.write(json.dumps({C.IMAGES_KEY: run.images_seen, **metrics}) + "\n")
         self.hooks.on_metrics(run.images_seen, metrics)
 
