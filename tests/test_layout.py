@@ -62,9 +62,25 @@ def imports_of(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[tuple[int,
     return found
 
 
-def forbidden(layer: str, module: str) -> str | None:
-    """Why `layer` may not import `module` (DESIGN.md §2), or None."""
+# inside trainers, each job imports only its own subpackage and those before it here (DESIGN.md §2)
+TRAINERS_ORDER = ("distributed", "data", "model", "evaluation", "training")
+
+
+def trainers_part(dotted: str) -> str | None:
+    """trainers.model.jit -> "model"; trainers.distributed -> "distributed"; trainers itself -> None."""
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "trainers" else None
+
+
+def forbidden(layer: str, module: str, importer: str = "") -> str | None:
+    """Why `layer` (the file `importer`, dotted) may not import `module` (DESIGN.md §2), or None."""
     top = _top(module)
+    if layer == "trainers" and top == "trainers":
+        mine, theirs = trainers_part(importer), trainers_part(module)
+        if mine in TRAINERS_ORDER and theirs in TRAINERS_ORDER \
+                and TRAINERS_ORDER.index(theirs) > TRAINERS_ORDER.index(mine):
+            return (f"trainers.{mine} may not import trainers.{theirs} (order inside trainers: "
+                    f"{' < '.join(TRAINERS_ORDER)})")
     if layer == CONTRACTS:
         if top not in sys.stdlib_module_names:
             return "specforce_contracts imports the standard library only"
@@ -87,8 +103,9 @@ def layering_violations(root: pathlib.Path) -> list[str]:
     for path in files:
         rel = path.relative_to(root)
         layer = CONTRACTS if path.stem == CONTRACTS and path.parent == root else rel.parts[0]
+        importer = ".".join(rel.with_suffix("").parts)
         for line, module in imports_of(path, root):
-            why = forbidden(layer, module)
+            why = forbidden(layer, module, importer)
             if why:
                 problems.append(f"{rel}:{line}: import {module}: {why}")
     return problems
@@ -122,10 +139,17 @@ def test_layering_check_catches_planted_imports(tmp_path):
     (tmp_path / "analysis" / "sw.py").write_text("from sweeps import spec\n")
     (tmp_path / "sweeps" / "ok.py").write_text("import torch\nimport trainers.training.loop\nimport analysis.runs\n")
     (tmp_path / f"{CONTRACTS}.py").write_text("import json\nimport yaml\n")
+    for part in ("model", "training", "evaluation"):
+        (tmp_path / "trainers" / part).mkdir()
+    (tmp_path / "trainers" / "model" / "up.py").write_text("import torch\nfrom trainers.training.loop import Trainer\n")
+    (tmp_path / "trainers" / "model" / "ok.py").write_text("from trainers.data.loader import x\nimport trainers.model.jit\n")
+    (tmp_path / "trainers" / "training" / "ok.py").write_text("from trainers.evaluation import evaluator\n")
+    (tmp_path / "trainers" / "evaluation" / "up.py").write_text("if 0:\n    from trainers.training.config import C\n")
+    (tmp_path / "trainers" / "distributed.py").write_text("from trainers.model import flow\n")
     found = layering_violations(tmp_path)
     assert sorted(f.split(":")[0] + ":" + f.split(":")[1] for f in found) == sorted([
         f"{CONTRACTS}.py:2", "trainers/bad.py:2", "trainers/worse.py:2", "analysis/bad.py:3", "analysis/rel.py:1",
-        "analysis/sw.py:1"]), found
+        "analysis/sw.py:1", "trainers/model/up.py:2", "trainers/evaluation/up.py:2", "trainers/distributed.py:1"]), found
 
 
 def test_packages_import_one_way():
@@ -137,3 +161,91 @@ def test_packages_import_one_way():
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     assert pathlib.Path(importlib.import_module("trainers").__file__).resolve() == ROOT / "trainers" / "__init__.py"
+
+
+# ------------------------------------------------------------------------------------------------- import circles
+def module_files(root: pathlib.Path = ROOT) -> dict[str, pathlib.Path]:
+    """Dotted name -> file, for the contracts and every module of the three layers (packages as `pkg.__init__`)."""
+    files = {CONTRACTS: root / f"{CONTRACTS}.py"} if (root / f"{CONTRACTS}.py").exists() else {}
+    for layer in LAYERS:
+        for path in (root / layer).rglob("*.py"):
+            files[".".join(path.relative_to(root).with_suffix("").parts)] = path
+    return files
+
+
+def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the modules of this project it imports (every import, function-level and TYPE_CHECKING ones
+    included, as `imports_of` reads them). `from pkg import name` points at `pkg.name` when that is a module, and
+    at `pkg.__init__` too; any other import points at the longest dotted prefix that is a module."""
+    files = module_files(root)
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        targets = [m for _, m in imports_of(path, root)]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets += [f"{node.module}.{alias.name}" for alias in node.names]  # may name submodules
+        for target in targets:
+            parts = target.split(".")
+            for n in range(len(parts), 0, -1):
+                dotted = ".".join(parts[:n])
+                hit = next((m for m in (dotted, dotted + ".__init__") if m in files), None)
+                if hit:
+                    if hit != name:
+                        graph[name].add(hit)
+                    break
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def test_no_module_imports_itself_back():
+    """No import circles (DESIGN.md §2): a file never reaches itself through the modules it imports, lazily or
+    under TYPE_CHECKING included, so each file can be read, tested and moved after the ones it stands on."""
+    graph = import_graph(ROOT)
+    assert len(graph) > 40 and sum(map(len, graph.values())) > 80  # the graph is really read
+    assert import_circles(graph) == []
+
+
+def test_circle_check_catches_planted_circles(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+        (tmp_path / layer / "__init__.py").write_text("")
+    (tmp_path / "sweeps" / "a.py").write_text("from sweeps.b import f\n")
+    (tmp_path / "sweeps" / "b.py").write_text("def f():\n    from sweeps import c\n")
+    (tmp_path / "sweeps" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sweeps.a\n")
+    (tmp_path / "analysis" / "x.py").write_text("from analysis.y import g\n")
+    (tmp_path / "analysis" / "y.py").write_text("import numpy\n")
+    assert import_circles(import_graph(tmp_path)) == [["sweeps.a", "sweeps.b", "sweeps.c"]]
