@@ -266,10 +266,11 @@ SF_USED_PREFIX = "spectral.used."  # + each key of SpectralForcing.describe()
 DATA_DIGEST_PARAM = "data.digest"
 DATA_DIGEST_CHARS = 12
 DERIVED_PARAMS = ("model.tokens", "model.parameters", "model.bottleneck", "model.compression_ratio")
+MODEL_TOKENS, MODEL_PARAMETERS, MODEL_BOTTLENECK, MODEL_COMPRESSION_RATIO = DERIVED_PARAMS
 # model.options.<key> and model.reported.<key> (trainers/model/contract.py) restate what model.target and the
 # model.options param already fix: listed here so they never lengthen a comparison's context label
-MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, "model.tokens", "model.parameters",
-                           "model.compression_ratio", "model.options.", "model.reported.")
+MEASURED_PARAM_PREFIXES = (DATA_SPECTRUM_PREFIX, FITTED_PREFIX, SF_USED_PREFIX, MODEL_TOKENS, MODEL_PARAMETERS,
+                           MODEL_COMPRESSION_RATIO, "model.options.", "model.reported.")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

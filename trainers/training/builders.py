@@ -4,7 +4,7 @@
     from trainers.training.config import load_config; from trainers.training.builders import build_denoiser
     d = build_denoiser(load_config('sweeps/configs/tiny_train.yaml')); print(d.device, type(d.model).__name__)"
 
-Shared by the train loop (trainers/training/loop.py) and `specforce eval` (sweeps/eval_checkpoint.py), so a checkpoint is
+Shared by the train loop (trainers/training/loop.py) and `specforce eval` (sweeps/commands/evaluate.py), so a checkpoint is
 evaluated with exactly the model, SF operator, sampler and evaluator its run trained and evaluated with.
 CPU check: `.venv/bin/python -m pytest tests/test_regime.py tests/test_train_cli.py -q`.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+import specforce_contracts as C
 from trainers.training.accel import check_compile_supported, resolve_fused
 from trainers.training.config import TrainConfig
 
@@ -84,14 +85,14 @@ def model_shape_params(model: torch.nn.Module, cfg: TrainConfig | None = None) -
     tokens = getattr(model, "num_tokens", None)
     if tokens is None and cfg is not None and cfg.model.target is not None:
         tokens = cfg.data.image_size ** 2
-    out: dict[str, Any] = {"model.tokens": tokens, "model.parameters": sum(p.numel() for p in model.parameters())}
+    out: dict[str, Any] = {C.MODEL_TOKENS: tokens, C.MODEL_PARAMETERS: sum(p.numel() for p in model.parameters())}
     if cfg is not None:
         from trainers.model.contract import reported_params
 
         out.update(reported_params(model, cfg))
     if preset is not None:
-        out["model.bottleneck"] = preset.bottleneck
-        out["model.compression_ratio"] = model.in_channels * preset.patch_size ** 2 / preset.bottleneck
+        out[C.MODEL_BOTTLENECK] = preset.bottleneck
+        out[C.MODEL_COMPRESSION_RATIO] = model.in_channels * preset.patch_size ** 2 / preset.bottleneck
     return out
 
 
