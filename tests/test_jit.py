@@ -1,5 +1,6 @@
 """Tests for trainers/model/jit.py: architecture (parameter counts vs closed form and the paper), fixed encodings vs
-NumPy re-computations, zero-init behaviour, the Spectral Forcing hook, CFG null class, gradients, errors, bf16.
+NumPy re-computations, and the construction and input errors. Its behaviour (zero-init, the Spectral Forcing hook,
+the CFG null class, gradients, bf16) is in tests/test_jit_behaviour.py.
 
     .venv/bin/python -m pytest tests/test_jit.py -q
 """
@@ -12,37 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.model.jit import (JIT_PRESETS, JiT, JiTPreset, apply_rope, build_jit, rope_2d_tables, sincos_pos_embed_2d,
-                          timestep_embedding)
-
-NUM_CLASSES = 10
-
-
-def _tiny(**kw) -> JiT:
-    torch.manual_seed(0)
-    kw.setdefault("num_classes", NUM_CLASSES)
-    return build_jit("jit-tiny", image_size=32, **kw)
-
-
-def _randomize_zero_inits(model: JiT, std: float = 0.05) -> JiT:
-    """Give the adaLN-zero and final layers random weights, so the output depends on every input path."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for block in model.blocks:
-            lin = block.adaLN_modulation[-1]
-            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * std)
-            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * std + 0.5)  # open the gates
-        for p in (*model.final_layer.linear.parameters(), *model.final_layer.adaLN_modulation.parameters()):
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def _batch(b: int = 4, seed: int = 0, size: int = 32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, 3, size, size, generator=g)
-    t = torch.rand(b, generator=g)
-    y = torch.arange(b) % (NUM_CLASSES + 1)
-    return x, t, y
+from jit_helpers import jit_batch, tiny_jit
+from trainers.model.jit import (JIT_PRESETS, JiTPreset, apply_rope, build_jit, rope_2d_tables, sincos_pos_embed_2d,
+                                timestep_embedding)
 
 
 def _expected_params(p: JiTPreset, channels: int, num_classes: int) -> int:
@@ -125,7 +98,7 @@ def test_sincos_pos_embed_matches_numpy_mae_formula(dim, grid):
 
 
 def test_model_pos_embed_is_a_fixed_buffer():
-    model = _tiny(patch_size=8)
+    model = tiny_jit(patch_size=8)
     np.testing.assert_allclose(model.pos_embed[0].numpy(), _np_sincos_2d(128, 4), atol=1e-6)
     assert all(p is not model.pos_embed for p in model.parameters())
     assert "pos_embed" not in model.state_dict()  # recomputed at build: checkpoints do not carry it
@@ -168,7 +141,7 @@ def _np_rms(x, w, eps=1e-6):
 
 
 def test_attention_matches_a_numpy_reference_with_rope_on_image_tokens_only():
-    model = _tiny(patch_size=8)  # 16 image tokens, head dim 32, 4 in-context tokens
+    model = tiny_jit(patch_size=8)  # 16 image tokens, head dim 32, 4 in-context tokens
     attn = model.blocks[0].attn
     with torch.no_grad():
         attn.q_norm.weight.uniform_(0.5, 1.5)
@@ -200,7 +173,7 @@ def test_attention_matches_a_numpy_reference_with_rope_on_image_tokens_only():
 
 
 def test_unpatchify_inverts_a_numpy_patchify():
-    model = _tiny(patch_size=8)
+    model = tiny_jit(patch_size=8)
     img = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     # channel-last within each patch, patches in row-major order
     patches = img.reshape(2, 3, 4, 8, 4, 8).transpose(0, 2, 4, 3, 5, 1).reshape(2, 16, 8 * 8 * 3)
@@ -208,212 +181,11 @@ def test_unpatchify_inverts_a_numpy_patchify():
 
 
 def test_patch_tokens_are_row_major():
-    model = _tiny(patch_size=8)
+    model = tiny_jit(patch_size=8)
     x = torch.zeros(1, 3, 32, 32)
     x[..., 8:16, 24:32] = 1.0  # patch (row 1, column 3)
     tokens = model.x_embedder(x)[0]  # proj1 has no bias and proj2's bias is zero at init
     assert torch.nonzero(tokens.abs().sum(-1)).flatten().tolist() == [1 * 4 + 3]
-
-
-# -- behaviour --------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("patch", [None, 2, 8, 16])
-def test_output_shape_and_num_tokens(patch):
-    model = _tiny(patch_size=patch)
-    p = patch or JIT_PRESETS["jit-tiny"].patch_size
-    assert model.patch_size == p and model.num_tokens == (32 // p) ** 2
-    x, t, y = _batch()
-    out = model(x, t, y)
-    assert out.shape == x.shape and out.dtype == x.dtype
-
-
-def test_patch_size_knob_changes_tokens_not_depth():
-    with torch.device("meta"):
-        fine, coarse = (build_jit("JiT-B/16", image_size=256, patch_size=p) for p in (16, 32))
-    assert (fine.num_tokens, coarse.num_tokens) == (256, 64)
-    assert fine.preset == dataclasses.replace(coarse.preset, patch_size=16)
-
-
-def test_every_block_is_the_identity_at_init():
-    model = _tiny()
-    seen = []
-    for block in model.blocks:
-        block.register_forward_hook(lambda mod, args, out: seen.append(torch.equal(out, args[0])))
-    model(*_batch())
-    assert seen == [True] * len(model.blocks)
-
-
-def _identity_blocks_random_head(**kw) -> JiT:
-    """Blocks stay the identity (adaLN-zero), only the final layer is random: out = head(embed(x) + pos)."""
-    model = _tiny(**kw)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in (*model.final_layer.linear.parameters(), *model.final_layer.adaLN_modulation.parameters()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
-def test_positional_embedding_is_added_to_the_patch_tokens():
-    model = _identity_blocks_random_head()
-    x, t, y = _batch()
-    zeros = torch.zeros_like(x)  # patch embedding of 0 is 0 at init (proj1 has no bias, proj2's is zero)
-    c = model.t_embedder(timestep_embedding(t)) + model.y_embedder(y)
-    expected = model.unpatchify(model.final_layer(model.pos_embed.expand(4, -1, -1), c))
-    torch.testing.assert_close(model(zeros, t, y), expected)
-    assert not torch.allclose(expected[..., :4, :4], expected[..., 4:8, :4])  # patches differ by position only
-
-
-def test_output_patch_comes_from_its_own_image_token():
-    """With identity blocks, changing input patch (r, c) changes exactly output patch (r, c)."""
-    model = _identity_blocks_random_head(patch_size=8)
-    x, t, y = _batch()
-    x2 = x.clone()
-    x2[..., 8:16, 16:24] += 1.0  # patch (1, 2)
-    changed = (model(x2, t, y) - model(x, t, y)).abs().amax(dim=(0, 1)).reshape(4, 8, 4, 8).amax(dim=(1, 3))
-    assert torch.nonzero(changed > 0).tolist() == [[1, 2]]
-
-
-def test_in_context_tokens_are_label_embedding_plus_position_from_their_start_block():
-    model = _randomize_zero_inits(_tiny())
-    start, n_ctx = model.in_context_start, model.in_context_len
-    inputs = {}
-    for i, block in enumerate(model.blocks):
-        block.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0].detach()))
-    x, t, y = _batch()
-    model(x, t, y)
-    assert [inputs[i].shape[1] for i in range(len(model.blocks))] == \
-        [model.num_tokens] * start + [model.num_tokens + n_ctx] * (len(model.blocks) - start)
-    expected = model.y_embedder(y)[:, None] + model.in_context_pos
-    torch.testing.assert_close(inputs[start][:, :n_ctx], expected.detach(), rtol=0, atol=0)
-
-
-def test_zero_init_output_then_nonzero_after_one_step():
-    model = _tiny()
-    x, t, y = _batch()
-    assert torch.equal(model(x, t, y), torch.zeros_like(x))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    torch.nn.functional.mse_loss(model(x, t, y), x).backward()
-    opt.step()
-    out = model(x, t, y)
-    assert out.abs().max() > 0
-    x2, _, _ = _batch(seed=1)
-    assert not torch.allclose(model(x2, t, y), out)  # depends on the input
-
-
-def test_first_step_gradient_reaches_only_the_final_linear():
-    """adaLN-zero + zero final layer: at init every other gradient is exactly zero (expected, not dead)."""
-    model = _tiny(patch_size=8)  # 16 tokens keep it cheap; the structure is the same
-    x, t, y = _batch(8)
-    torch.nn.functional.mse_loss(model(x, t, y), x).backward()
-    live = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert live == {"final_layer.linear.weight", "final_layer.linear.bias"}
-
-
-def test_gradient_reaches_every_parameter_after_two_steps():
-    model = _tiny(patch_size=8)
-    x, t, y = _batch(NUM_CLASSES + 1)  # every label, null class included
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(3):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x, t, y), x).backward()
-        if _ < 2:
-            opt.step()
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert dead == []
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-class _ZeroRecorder(nn.Module):
-    """A real hook: records what it is given and blanks the image, so nothing of x can reach the output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def forward(self, z, t):
-        self.seen.append((z.detach().clone(), t.detach().clone()))
-        return z * 0
-
-
-def test_spectral_hook_filters_the_input_before_embedding():
-    hook = _ZeroRecorder()
-    model = _randomize_zero_inits(_tiny(spectral=hook))
-    assert model.spectral is hook and any(m is hook for m in model.modules())
-    x, t, y = _batch()
-    out = model(x, t, y)
-    torch.testing.assert_close(hook.seen[0][0], x, rtol=0, atol=0)
-    torch.testing.assert_close(hook.seen[0][1], t, rtol=0, atol=0)
-    x2, _, _ = _batch(seed=5)
-    torch.testing.assert_close(model(x2, t, y), out, rtol=0, atol=0)  # x never reached the embedder
-
-    plain = _tiny()
-    assert plain.spectral is None
-    plain.load_state_dict(model.state_dict())
-    assert not torch.allclose(plain(x2, t, y), plain(x, t, y))  # control: without the hook, x matters
-
-
-def test_spectral_forcing_module_composes_with_the_model():
-    spectral = pytest.importorskip("trainers.model.spectral_forcing")
-    sf = spectral.SpectralForcing(32)
-    model = _randomize_zero_inits(_tiny(spectral=sf))
-    plain = _tiny()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("spectral.")})
-    x, t, y = _batch()
-    torch.testing.assert_close(model(x, t, y), plain(sf(x, t), t, y))
-
-
-@pytest.mark.parametrize("in_context_len", [4, 0])  # 0: the label reaches the output only through adaLN's c
-def test_cfg_null_class_is_a_valid_label(in_context_len):
-    model = _randomize_zero_inits(_tiny(in_context_len=in_context_len))
-    assert model.y_embedder.num_embeddings == NUM_CLASSES + 1
-    x, t, _ = _batch()
-    uncond = model(x, t, torch.full((4,), NUM_CLASSES))
-    cond = model(x, t, torch.full((4,), 2))
-    assert torch.isfinite(uncond).all() and not torch.allclose(uncond, cond)
-
-
-def test_in_context_tokens_take_part_in_attention():
-    model = _randomize_zero_inits(_tiny())
-    x, t, y = _batch()
-    before = model(x, t, y)
-    with torch.no_grad():
-        model.in_context_pos.add_(1.0)
-    assert not torch.allclose(model(x, t, y), before)
-
-
-def test_samples_do_not_interact():
-    model = _randomize_zero_inits(_tiny())
-    x, t, y = _batch(6)
-    together = model(x, t, y)
-    alone = torch.cat([model(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(6)])
-    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
-
-
-def test_scalar_t_is_broadcast_to_the_batch():
-    model = _randomize_zero_inits(_tiny())
-    x, _, y = _batch()
-    torch.testing.assert_close(model(x, torch.tensor(0.4), y), model(x, torch.full((4,), 0.4), y))
-
-
-def test_bf16_autocast_forward_and_backward():
-    model = _randomize_zero_inits(_tiny())
-    x, t, y = _batch()
-    ref = model(x, t, y).detach()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, t, y)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
-    out.float().square().mean().backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    model = _randomize_zero_inits(_tiny())
-    x, t, y = _batch()
-    ref = model(x, t, y)
-    out = model.cuda()(x.cuda(), t.cuda(), y.cuda()).cpu()
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-4)
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
@@ -446,8 +218,8 @@ def test_bad_build_arguments(kwargs, exc, match):
 
 
 def test_bad_inputs_raise_with_the_value():
-    model = _tiny()
-    x, t, y = _batch()
+    model = tiny_jit()
+    x, t, y = jit_batch()
     with pytest.raises(ValueError, match=r"x: shape \(4, 1, 32, 32\) does not match \[B, 3, 32, 32\]"):
         model(x[:, :1], t, y)
     with pytest.raises(ValueError, match=r"x: shape \(4, 3, 16, 16\)"):

@@ -1,62 +1,17 @@
-"""Spectral Forcing operator (trainers/model/spectral_forcing.py) against SciPy/NumPy references written independently here.
+"""Spectral Forcing operator (trainers/model/spectral_forcing.py) against SciPy/NumPy references written independently
+(tests/spectral_helpers.py): the DCT matrix, the operator and its schedules, identity cases, monotonicity, dtypes and
+batching, windows, module hygiene and the errors. The radial spectrum and power-law fit are in
+tests/test_spectral_spectrum.py.
 
     .venv/bin/python -m pytest tests/test_spectral.py -q
 """
-from fractions import Fraction
-
 import numpy as np
 import pytest
 import scipy.fft
 import torch
 
-from trainers.model.spectral_forcing import (
-    SCHEDULES,
-    SpectralForcing,
-    dct_matrix,
-    fit_power_law,
-    radial_power_spectrum,
-)
-
-ALL = list(SCHEDULES)
-FILTERING = ["linear", "contour", "snr", "constant"]
-SNR_R0 = 0.3  # a front at r = 0.3 when t = 1/2: inside (c_min, c_max), so the clip is not the whole story
-
-
-def make(size=16, schedule="linear", **kw):
-    if schedule == "snr":
-        kw.setdefault("r0", SNR_R0)
-    return SpectralForcing(size, schedule, **kw)
-
-
-# ---------------------------------------------------------------------- NumPy reference
-def ref_radius(h, w):
-    u, v = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    if h == w:
-        return np.sqrt(u**2 + v**2) / (np.sqrt(2) * (h - 1))
-    return np.sqrt((u / (h - 1)) ** 2 + (v / (w - 1)) ** 2) / np.sqrt(2)
-
-
-def ref_cutoff(t, schedule, c_min=0.05, c_max=1.0, alpha=2.0, r0=SNR_R0, c_const=0.5):
-    t = np.asarray(t, dtype=np.float64)
-    with np.errstate(divide="ignore"):  # t = 1: the fronts run off to +inf and the clip brings them to c_max
-        if schedule == "linear":
-            return c_min + (c_max - c_min) * t
-        if schedule == "contour":
-            return np.minimum(c_max, c_min * (1 - t) ** (-2 / alpha))
-        if schedule == "snr":
-            return np.clip(r0 * (t / (1 - t)) ** (2 / alpha), c_min, c_max)
-        if schedule == "constant":
-            return np.full_like(t, c_const)
-    raise AssertionError(schedule)
-
-
-def ref_operator(z, t, schedule, kappa=30.0, **kw):
-    """IDCT2(DCT2(z) * M(t)) with scipy's orthonormal DCT-II over the last two axes."""
-    z = np.asarray(z, dtype=np.float64)
-    c = ref_cutoff(t, schedule, **kw)
-    m = 1 / (1 + np.exp(-kappa * (c[:, None, None] - ref_radius(*z.shape[-2:]))))
-    coeffs = scipy.fft.dctn(z, axes=(-2, -1), norm="ortho") * m[:, None]
-    return scipy.fft.idctn(coeffs, axes=(-2, -1), norm="ortho")
+from spectral_helpers import ALL, FILTERING, make, ref_cutoff, ref_operator, ref_radius
+from trainers.model.spectral_forcing import SpectralForcing, dct_matrix
 
 
 # ---------------------------------------------------------------------- dct_matrix
@@ -380,116 +335,3 @@ def test_forward_type_errors():
         make(8)(torch.zeros(1, 1, 8, 8), "0.5")
     with pytest.raises(ValueError, match=r"t: values must lie in \[0, 1\], got min=2.0"):
         make(8).mask(2.0)
-
-
-# ---------------------------------------------------------------------- radial spectrum and power-law fit
-def _exact_bin(u, v, h, w, n_bins):
-    """Bin i holds r in (i/n_bins, (i+1)/n_bins], decided in exact rational arithmetic."""
-    r2 = (Fraction(u * u, (h - 1) ** 2) + Fraction(v * v, (w - 1) ** 2)) / 2  # r^2
-    i = 0
-    while r2 > Fraction(i + 1, n_bins) ** 2:
-        i += 1
-    return i
-
-
-# 26x26 with the default bins puts diagonal frequencies on bin edges where float rounding errs upwards
-@pytest.mark.parametrize("shape, n_bins", [((8, 8), None), ((26, 26), None), ((8, 8), 5), ((9, 9), 13), ((6, 10), 4)])
-def test_radial_power_spectrum_matches_exact_binning(shape, n_bins):
-    h, w = shape
-    x = np.random.default_rng(5).standard_normal((3, 2, h, w))
-    r_got, p_got = radial_power_spectrum(x, n_bins=n_bins)
-    power = (scipy.fft.dctn(x, axes=(-2, -1), norm="ortho") ** 2).mean(axis=(0, 1))
-    radius = ref_radius(h, w)
-    nb = n_bins or max(h, w) - 1
-    groups = {}
-    for u in range(h):
-        for v in range(w):
-            if u or v:
-                groups.setdefault(_exact_bin(u, v, h, w, nb), []).append((radius[u, v], power[u, v]))
-    keys = sorted(groups)
-    np.testing.assert_allclose(r_got, [np.mean([a for a, _ in groups[k]]) for k in keys], rtol=1e-12)
-    np.testing.assert_allclose(p_got, [np.mean([b for _, b in groups[k]]) for k in keys], rtol=1e-10)
-    # tensors (any dtype, with grad) give the same answer as float64 arrays
-    r_t, p_t = radial_power_spectrum(torch.tensor(x, requires_grad=True), n_bins=n_bins)
-    np.testing.assert_array_equal(r_t, r_got)
-    np.testing.assert_allclose(p_t, p_got, rtol=1e-14)
-
-
-def _dct_field(rng, n, size, alpha, amplitude):
-    """Gaussian field whose per-coefficient DCT power is exactly amplitude * r^-alpha (DC zero)."""
-    r = ref_radius(size, size)
-    r[0, 0] = np.inf
-    coeffs = rng.standard_normal((n, 1, size, size)) * np.sqrt(amplitude * r ** (-alpha))
-    return scipy.fft.idctn(coeffs, axes=(-2, -1), norm="ortho")
-
-
-def _fft_field(rng, n, size, alpha):
-    """Periodic Gaussian field with FFT power ~ k^-alpha: white noise shaped by k^(-alpha/2)."""
-    f = np.fft.fftfreq(size)
-    k = np.hypot(f[:, None], f[None, :])
-    k[0, 0] = np.inf
-    return np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, 1, size, size))) * k ** (-alpha / 2)).real
-
-
-@pytest.mark.parametrize("alpha", [1.5, 2.0, 3.0])
-def test_fit_power_law_recovers_alpha_of_fft_shaped_fields(alpha):
-    x = _fft_field(np.random.default_rng(int(alpha * 10)), 64, 64, alpha)
-    fitted, r0 = fit_power_law(x)
-    assert abs(fitted - alpha) < 0.1
-    assert r0 > 0
-
-
-@pytest.mark.parametrize("alpha", [1.5, 2.0, 3.0])
-def test_fit_power_law_recovers_alpha_and_r0_of_dct_shaped_fields(alpha):
-    amplitude = 0.01
-    x = _dct_field(np.random.default_rng(7), 256, 32, alpha, amplitude)
-    fitted, r0 = fit_power_law(torch.tensor(x, dtype=torch.float32))
-    assert abs(fitted - alpha) < 0.05
-    assert r0 == pytest.approx(amplitude ** (1 / alpha), rel=0.08)  # r0 = (A / noise_var)^(1/alpha)
-
-
-def test_r0_scales_in_closed_form_with_noise_var_and_image_scale():
-    x = _dct_field(np.random.default_rng(8), 32, 32, 2.0, 0.05)
-    alpha, r0 = fit_power_law(x)
-    alpha4, r0_noise4 = fit_power_law(x, noise_var=4.0)
-    alpha_s, r0_scaled = fit_power_law(3.0 * x)
-    assert alpha4 == pytest.approx(alpha, rel=1e-12) and alpha_s == pytest.approx(alpha, rel=1e-12)
-    assert r0_noise4 == pytest.approx(r0 * 4.0 ** (-1 / alpha), rel=1e-10)
-    assert r0_scaled == pytest.approx(r0 * 9.0 ** (1 / alpha), rel=1e-10)
-
-
-@pytest.mark.parametrize("t", [0.7, 0.8])
-def test_snr_front_is_where_signal_and_noise_power_meet(t):
-    # End to end: at the fitted snr cutoff, the band power of t*x equals that of (1-t)*eps (unit noise).
-    rng = np.random.default_rng(9)
-    x = _dct_field(rng, 256, 32, 2.0, 0.01)
-    alpha, r0 = fit_power_law(x)
-    front = SpectralForcing(32, "snr", alpha=alpha, r0=r0).cutoff(t).item()
-    assert 0.1 < front < 0.6  # inside the fitted band, not at a clip
-    r_s, p_s = radial_power_spectrum(t * x)
-    r_n, p_n = radial_power_spectrum((1 - t) * rng.standard_normal(x.shape))
-    assert np.interp(front, r_s, p_s) / np.interp(front, r_n, p_n) == pytest.approx(1.0, abs=0.12)
-
-
-def _blue_field():
-    """One image whose DCT power grows as r^2: the fit finds alpha = -2."""
-    return scipy.fft.idctn(ref_radius(16, 16)[None, None], axes=(-2, -1), norm="ortho")
-
-
-@pytest.mark.parametrize("call, words", [
-    (lambda x: fit_power_law(x, k_min=0.0), ["k_min", "0.0"]),
-    (lambda x: fit_power_law(x, k_min=0.4, k_max=0.3), ["k_max", "0.3"]),
-    (lambda x: fit_power_law(x, k_max=1.5), ["k_max", "1.5"]),
-    (lambda x: fit_power_law(x, noise_var=0.0), ["noise_var", "0.0"]),
-    (lambda x: fit_power_law(x, k_min=0.3, k_max=0.31), ["k_min, k_max", "0.3", "0.31"]),
-    (lambda x: fit_power_law(x[0]), ["images", "[1, 16, 16]"]),
-    (lambda x: fit_power_law(_blue_field()), ["images", "fitted alpha=-1.9"]),
-    (lambda x: radial_power_spectrum(x, n_bins=0), ["n_bins", "0"]),
-    (lambda x: radial_power_spectrum(np.full((1, 1, 4, 4), np.nan)), ["images", "non-finite"]),
-])
-def test_spectrum_errors_name_argument_and_value(call, words):
-    x = _dct_field(np.random.default_rng(10), 4, 16, 2.0, 1.0)
-    with pytest.raises(ValueError) as err:
-        call(x)
-    for word in words:
-        assert word in str(err.value), (word, str(err.value))
