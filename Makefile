@@ -31,7 +31,7 @@ test-slow: setup
 bench: setup
 	$(PY) -m benchmarks.run_all
 
-# GPU benchmark (issue 12): JiT-B/32 and B/16 on one GPU in ~4 min; without CUDA the same code at toy size on CPU.
+# GPU benchmark: JiT-B/32 and B/16 on one GPU in ~4 min; without CUDA the same code at toy size on CPU.
 # On a bare GPU machine without pydantic/torch-fidelity use benchmarks/run_gpu_check.sh instead.
 .PHONY: bench-gpu
 bench-gpu: setup

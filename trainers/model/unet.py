@@ -3,7 +3,7 @@
 It knows nothing of specforce beyond the contract (trainers/model/contract.py): the builder takes image_size,
 channels and num_classes (plus its own options), and the module is called as `model(x_t, t, cond)` and returns a
 tensor of x_t's shape. It has no patch bottleneck: every pixel reaches the first convolution, which separates SF's
-effect from JiT's patch compression (issue 19).
+effect from JiT's patch compression (sweeps/configs/unet_vs_jit.yaml runs both).
 
 Architecture (ADM, Dhariwal & Nichol 2021, shrunk): sinusoidal time features of 1000*t -> MLP; a learned class
 embedding with one extra row for the null (dropped) class, added to the time embedding (or, with the option

@@ -1,4 +1,4 @@
-"""Cross-field rules of a training config: what the run's code relies on, stated at load time (issue 23).
+"""Cross-field rules of a training config: what the run's code relies on, stated at load time.
 
 Every rule here mirrors a check that the code raises later, inside the run (the JiT's patch grid, the held-out
 loss's t buckets, the sampler's CFG interval, the SF operator, the training stream, the evaluator, the sample grid),
