@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from specforce_contracts import kid_name
 from trainers.training.config import config_from_dict
 from trainers.data.loader import build_dataset
-from trainers.evaluation.features import kid_name
 from trainers.evaluation.references import REFERENCE_SEED
 from trainers.evaluation.evaluator import Evaluator
 from trainers.evaluation.kid import kernel_distance

@@ -22,12 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from specforce_contracts import CLASSIFIER_EXTRACTOR
+from specforce_contracts import CLASSIFIER_EXTRACTOR  # the registry's name: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
 
-__all__ = ["CLASSIFIER_NAME", "DigitCNN", "train_classifier", "accuracy", "load_or_train_classifier",
-           "state_sha256"]
+__all__ = ["DigitCNN", "FEATURE_DIM", "train_classifier", "accuracy", "load_or_train_classifier", "state_sha256"]
 
-CLASSIFIER_NAME = CLASSIFIER_EXTRACTOR  # the registry's name: fd_digitcnn, cls_*_digitcnn, kid_digitcnn
 RECIPE_VERSION = 1  # bump when the architecture or training recipe changes: invalidates cached classifiers
 FEATURE_DIM = 128
 
@@ -146,7 +144,7 @@ def load_or_train_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_tes
     _check_xy("test", x_test, y_test)
     key = _data_sha256(x_train, y_train, x_test, y_test,
                        torch.tensor([RECIPE_VERSION, num_classes, seed, epochs]))[:24]
-    path = pathlib.Path(cache_dir) / "classifiers" / f"{CLASSIFIER_NAME}-{dataset_name}-{key}.pt"
+    path = pathlib.Path(cache_dir) / "classifiers" / f"{CLASSIFIER_EXTRACTOR}-{dataset_name}-{key}.pt"
     hit = path.is_file()
     if hit:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -158,7 +156,7 @@ def load_or_train_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_tes
         model, acc = train_classifier(x_train, y_train, x_test, y_test, num_classes=num_classes, seed=seed,
                                       epochs=epochs)
     if acc < min_accuracy:
-        raise ValueError(f"the {CLASSIFIER_NAME} classifier for {dataset_name!r} reaches {acc:.4f} held-out "
+        raise ValueError(f"the {CLASSIFIER_EXTRACTOR} classifier for {dataset_name!r} reaches {acc:.4f} held-out "
                          f"accuracy, below min_accuracy={min_accuracy}; refusing to report classifier metrics")
     if not hit:
         path.parent.mkdir(parents=True, exist_ok=True)

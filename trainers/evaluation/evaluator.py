@@ -29,10 +29,12 @@ Metrics (keys without the "eval/" prefix; the train loop adds it):
               its floor can differ here. Needs the features themselves (kept in memory, gathered on rank 0, cached
               for references).
 
-Reference and floor: trainers/evaluation/references.py (which real images, their cached statistics, the data-vs-data floor
-`<metric>_floor`; provenance records `reference_num_samples`, `floor_num_samples` and `floor_source`). Features and
-input checks: trainers/evaluation/features.py. Rank helpers: trainers/distributed.py. This module validates the request,
-runs the generation/feature pass and computes the final numbers.
+Reference and floor: trainers/evaluation/references.py (which real images, their cached statistics, the
+data-vs-data floor `<metric>_floor`; provenance records `reference_num_samples`, `floor_num_samples` and
+`floor_source`). Features, input checks and the settings both passes share (`EvalSettings`):
+trainers/evaluation/features.py. Rank helpers: trainers/distributed.py. This module validates the request, owns the
+evaluation's state (settings, extractors, cache, references), runs the generation/feature pass and computes the final
+numbers.
 
 Distributed (EDM2 style): rank r generates the contiguous share r of the num_samples global samples (labels
 `arange(num_samples) % num_classes`, class-balanced; the null class `num_classes` for unconditional data), extracts
@@ -47,7 +49,6 @@ sample fails the evaluation with a ValueError that the trial records.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -57,19 +58,20 @@ from typing import Any
 
 import torch
 
-from specforce_contracts import CLASSIFIER_DATASETS, EVAL_METRIC_OPTIONS, FLOOR_SUFFIX, SPECTRUM_BANDS, STD_SUFFIX
+from specforce_contracts import (CLASSIFIER_DATASETS, CLASSIFIER_EXTRACTOR, EVAL_METRIC_OPTIONS, EVAL_PREFIX,
+                                 FLOOR_SUFFIX, IS, SPECTRUM_BANDS, STD_SUFFIX, kid_name)
 from trainers.distributed import broadcast_from_rank0, process_group, raise_if_any_failed, share
-from trainers.evaluation.features import Accumulator, Extractors, check_images, kid_name, kid_subset_size
-from trainers.evaluation.references import describe_dataset, other_split, prepare_references, stack_items
+from trainers.evaluation.classifier import DigitCNN, load_or_train_classifier
+from trainers.evaluation.features import (CLASSIFIER_SOURCE, INCEPTION_SOURCE, Accumulator, EvalSettings, Extractors,
+                                          kid_subset_size)
 from trainers.evaluation.kid import kernel_distance
 from trainers.evaluation.metrics import StatsCache, frechet_distance
+from trainers.evaluation.references import describe_dataset, other_split, prepare_references, stack_items
 from trainers.evaluation.radial_spectrum import spectral_errors
 
-# check_images, kid_name and kid_subset_size live in trainers/evaluation/features.py; scripts import them from here too
-__all__ = ["KNOWN_METRICS", "EvalResult", "Evaluator", "evaluate_images", "check_images", "result_to_json",
-           "kid_name", "kid_subset_size"]
+__all__ = ["EvalResult", "Evaluator", "evaluate_images", "MAX_PIXEL_DIM"]
 
-KNOWN_METRICS = EVAL_METRIC_OPTIONS  # each option's keys: specforce_contracts.evaluator_keys
+IS_KEY = IS.removeprefix(EVAL_PREFIX)
 MAX_PIXEL_DIM = 8192  # fd_pixel needs a D x D covariance and two D x D eigendecompositions
 
 
@@ -90,9 +92,9 @@ class Evaluator:
                  seed: int = 0, *, floor_dataset=None, classifier_min_accuracy: float = 0.97,
                  classifier_epochs: int = 10, max_abs: float = 5.0, allow_download: bool = True):
         metrics = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
-        unknown = [m for m in metrics if m not in KNOWN_METRICS]
+        unknown = [m for m in metrics if m not in EVAL_METRIC_OPTIONS]  # each option's keys: evaluator_keys
         if unknown or not metrics:
-            raise ValueError(f"metrics must be a non-empty subset of {KNOWN_METRICS}, got {metrics!r}")
+            raise ValueError(f"metrics must be a non-empty subset of {EVAL_METRIC_OPTIONS}, got {metrics!r}")
         for name, v, lo in (("num_samples", num_samples, 2), ("batch_size", batch_size, 1),
                             ("world_size", world_size, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -107,71 +109,65 @@ class Evaluator:
             if dist is None or dist.get_world_size() != world_size or dist.get_rank() != rank:
                 raise ValueError(f"world_size={world_size}, rank={rank} needs an initialised torch.distributed "
                                  "process group of that size and rank")
-        self.dataset = dataset
-        self.channels = int(getattr(dataset, "channels"))
-        self.num_classes = int(getattr(dataset, "num_classes"))
+        channels, num_classes = int(getattr(dataset, "channels")), int(getattr(dataset, "num_classes"))
         first = dataset[0][0]
-        self.image_size = int(first.shape[-1])
-        if tuple(first.shape) != (self.channels, self.image_size, self.image_size):
-            raise ValueError(f"dataset images must be square [C, H, W] with C = dataset.channels = {self.channels}, "
+        size = int(first.shape[-1])
+        if tuple(first.shape) != (channels, size, size):
+            raise ValueError(f"dataset images must be square [C, H, W] with C = dataset.channels = {channels}, "
                              f"got {tuple(first.shape)}")
         name = describe_dataset(dataset).get("name")
         if "classifier" in metrics and name not in CLASSIFIER_DATASETS:
             raise ValueError(f"metric 'classifier' needs a digit dataset {CLASSIFIER_DATASETS}, got dataset {name!r}")
-        if ("fid" in metrics or "is" in metrics) and self.channels not in (1, 3):
-            raise ValueError(f"fid/is need 1- or 3-channel images, the dataset has {self.channels} channels")
-        if "fd_pixel" in metrics and self.channels * self.image_size ** 2 > MAX_PIXEL_DIM:
-            raise ValueError(f"fd_pixel at {self.channels}x{self.image_size}x{self.image_size} needs a "
-                             f"{self.channels * self.image_size ** 2}-d covariance (limit {MAX_PIXEL_DIM}); "
-                             "use fid or a smaller image_size")
-        self.metrics, self.num_samples, self.batch_size = metrics, num_samples, batch_size
-        self.device = torch.device(device)
-        self.cache = StatsCache(cache_dir)
+        if ("fid" in metrics or "is" in metrics) and channels not in (1, 3):
+            raise ValueError(f"fid/is need 1- or 3-channel images, the dataset has {channels} channels")
+        if "fd_pixel" in metrics and channels * size ** 2 > MAX_PIXEL_DIM:
+            raise ValueError(f"fd_pixel at {channels}x{size}x{size} needs a {channels * size ** 2}-d covariance "
+                             f"(limit {MAX_PIXEL_DIM}); use fid or a smaller image_size")
+        self.settings = EvalSettings(metrics=metrics, num_samples=num_samples, batch_size=batch_size,
+                                     channels=channels, image_size=size, num_classes=num_classes,
+                                     device=torch.device(device), max_abs=max_abs, world_size=world_size)
+        self.dataset, self.floor_dataset = dataset, floor_dataset
         self.cache_dir = pathlib.Path(cache_dir)
-        self.inception_weights = inception_weights
-        self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.floor_dataset = floor_dataset
-        self.classifier_min_accuracy = classifier_min_accuracy
-        self.classifier_epochs = classifier_epochs
-        self.max_abs = max_abs
-        self.allow_download = allow_download
-        self.extractors: Extractors | None = None
+        self.cache = StatsCache(self.cache_dir)
+        self.inception_weights, self.allow_download = inception_weights, allow_download
+        self.rank, self.seed = rank, seed
+        self.classifier_min_accuracy, self.classifier_epochs = classifier_min_accuracy, classifier_epochs
+        self.extractors: Extractors | None = None  # built by prepare()
         self.references: dict[str, dict[str, Any]] = {}  # rank 0: metric -> mu, sigma, floor, provenance bits
         self.cache_events: dict[str, str] = {}  # metric -> "hit" | "miss" (reference stats on disk)
 
     # ------------------------------------------------------------------------------------------------ prepare
     def prepare(self) -> None:
         """Builds extractors on every rank; rank 0 computes or loads reference stats and floors (see module doc)."""
+        s = self.settings
         # Every rank resolves the Inception weights itself: a missing file fails on all ranks at once.
-        self.extractors = Extractors(self)
+        self.extractors = Extractors(s, self.inception_weights, allow_download=self.allow_download)
         status, cls_state = None, None
         if self.rank == 0:
             try:
-                if "classifier" in self.metrics:
+                if "classifier" in s.metrics:
                     self._prepare_classifier()
                     cls_state = (self.extractors.classifier.state_dict(), self.extractors.classifier_info)
-                references, cache_events = prepare_references(self)
+                references, cache_events = prepare_references(s, self.extractors, self.cache, self.dataset,
+                                                              self.floor_dataset)
                 self.references.update(references)
                 self.cache_events.update(cache_events)
             except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks were told
                 status = e
         msg, cls_state = broadcast_from_rank0((None if status is None else f"{type(status).__name__}: {status}",
-                                               cls_state), self.rank, self.world_size)
+                                               cls_state), self.rank, s.world_size)
         if status is not None:
             raise status
         if msg is not None:
             raise RuntimeError(f"evaluation setup failed on rank 0: {msg}")
         if self.rank != 0 and cls_state is not None:
-            from trainers.evaluation.classifier import DigitCNN
-
-            model = DigitCNN(self.num_classes, self.channels)
+            model = DigitCNN(s.num_classes, s.channels)
             model.load_state_dict(cls_state[0])
-            self.extractors.classifier = model.eval().to(self.device)
+            self.extractors.classifier = model.eval().to(s.device)
             self.extractors.classifier_info = cls_state[1]
 
     def _prepare_classifier(self) -> None:
-        from trainers.evaluation.classifier import load_or_train_classifier
-
+        """Rank 0: the digit classifier trained on the dataset's train split (cached), checked on its test split."""
         d = describe_dataset(self.dataset)
         other = other_split(self.dataset)
         if other is None:
@@ -181,26 +177,26 @@ class Evaluator:
         xt, yt = stack_items(train, range(len(train)))
         xe, ye = stack_items(test, range(len(test)))
         model, info = load_or_train_classifier(xt, yt, xe, ye, self.cache_dir, dataset_name=d["name"],
-                                               num_classes=self.num_classes,
+                                               num_classes=self.settings.num_classes,
                                                min_accuracy=self.classifier_min_accuracy,
                                                epochs=self.classifier_epochs)
-        self.extractors.classifier = model.to(self.device)
+        self.extractors.classifier = model.to(self.settings.device)
         self.extractors.classifier_info = info
 
     # ----------------------------------------------------------------------------------------------- evaluate
     def evaluate(self, generate: Callable[[torch.Tensor], torch.Tensor]) -> EvalResult:
         """Generates this rank's share of num_samples class-balanced samples and evaluates them (module doc)."""
-        n = self.num_samples
-        k = self.num_classes
+        s = self.settings
+        n, k = s.num_samples, s.num_classes
         labels = torch.arange(n) % k if k > 0 else torch.full((n,), k, dtype=torch.long)
-        start, end = share(n, self.rank, self.world_size)
+        start, end = share(n, self.rank, s.world_size)
 
         def batches():
-            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            devices = [s.device.index or 0] if s.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.seed * 1_000_003 + self.rank)
-                for i in range(start, end, self.batch_size):
-                    lab = labels[i:min(i + self.batch_size, end)]
+                for i in range(start, end, s.batch_size):
+                    lab = labels[i:min(i + s.batch_size, end)]
                     yield (lambda lab=lab: generate(lab)), lab, i
 
         return self._run(batches(), n, "generated images")
@@ -220,24 +216,24 @@ class Evaluator:
     def _run(self, batches, total: int, what: str) -> EvalResult:
         if self.extractors is None:
             raise RuntimeError("call Evaluator.prepare() before evaluate()")
+        s = self.settings
         timings = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
-        acc = Accumulator(self, total, with_is=True)
+        acc = Accumulator(s, self.extractors, total, with_is=True)
         error: Exception | None = None
         try:
             for make, lab, i in batches:
                 t0 = time.perf_counter()
                 images = make()
                 t1 = time.perf_counter()
-                check_images(images, channels=self.channels, image_size=self.image_size, max_abs=self.max_abs,
-                             what=f"{what} (samples {i}..{i + len(images) - 1})")
+                s.check(images, f"{what} (samples {i}..{i + len(images) - 1})")
                 if lab is not None and len(lab) != len(images):
                     raise ValueError(f"generate returned {len(images)} images for {len(lab)} labels")
-                acc.update(images.to(self.device), lab, i)
+                acc.update(images.to(s.device), lab, i)
                 timings["sampling"] += t1 - t0
                 timings["features"] += time.perf_counter() - t1
         except Exception as e:  # noqa: BLE001 - every rank must learn of a failure before the collective reduce
             error = e
-        raise_if_any_failed(error, self.world_size)
+        raise_if_any_failed(error, s.world_size)
         t0 = time.perf_counter()
         acc.all_reduce()
         out, failure = None, None
@@ -247,7 +243,7 @@ class Evaluator:
             except Exception as e:  # noqa: BLE001 - the other ranks wait in the broadcast: tell them, then raise
                 failure = e
         out = broadcast_from_rank0(out if failure is None else f"{type(failure).__name__}: {failure}", self.rank,
-                         self.world_size)
+                                   s.world_size)
         if failure is not None:
             raise failure
         if isinstance(out, str):
@@ -257,6 +253,7 @@ class Evaluator:
         return EvalResult(metrics, provenance, artifacts, timings)
 
     def _finish(self, acc: Accumulator) -> tuple[dict, dict, dict]:
+        """Rank 0, after the all-reduce: (metrics, provenance, artifacts) from the sums and the references."""
         metrics: dict[str, float] = {}
         prov: dict[str, dict] = {}
         for metric, st in acc.fd.items():
@@ -278,22 +275,20 @@ class Evaluator:
             prov[name] = {**ref["provenance"], "num_samples": len(feats), "estimator": "unbiased MMD^2, cubic "
                           "polynomial kernel", "subsets": kid.subsets, "subset_size": kid.subset_size}
         if acc.isc is not None:
-            metrics["is"], metrics["is" + STD_SUFFIX] = acc.isc.score()
+            metrics[IS_KEY], metrics[IS_KEY + STD_SUFFIX] = acc.isc.score()
             ex = self.extractors.inception
-            prov["is"] = {"extractor": f"{ex.name}/logits_unbiased", "weights_sha256": ex.weights_sha256,
+            prov[IS_KEY] = {"extractor": f"{ex.name}/logits_unbiased", "weights_sha256": ex.weights_sha256,
                           "num_samples": acc.total, "reference_sha256": None, "splits": 10}
-        if "fid" in prov:
-            prov["fid"]["official_weights"] = self.extractors.inception.official
+        if INCEPTION_SOURCE in prov:
+            prov[INCEPTION_SOURCE]["official_weights"] = self.extractors.inception.official
         if self.extractors.classifier is not None:
-            from trainers.evaluation.classifier import CLASSIFIER_NAME
-
             info = self.extractors.classifier_info
-            metrics[f"cls_accuracy_{CLASSIFIER_NAME}"] = info["accuracy"]
-            metrics[f"cls_score_{CLASSIFIER_NAME}"] = acc.cls.score()[0]
+            metrics[f"cls_accuracy_{CLASSIFIER_EXTRACTOR}"] = info["accuracy"]
+            metrics[f"cls_score_{CLASSIFIER_EXTRACTOR}"] = acc.cls.score()[0]
             hits, labelled = acc.label_hits.tolist()
             if labelled > 0:
-                metrics[f"cls_label_acc_{CLASSIFIER_NAME}"] = hits / labelled
-            prov[f"fd_{CLASSIFIER_NAME}"]["classifier_accuracy"] = info["accuracy"]
+                metrics[f"cls_label_acc_{CLASSIFIER_EXTRACTOR}"] = hits / labelled
+            prov[CLASSIFIER_SOURCE]["classifier_accuracy"] = info["accuracy"]
         artifacts: dict[str, Any] = {}
         if acc.spectrum is not None:
             ref = self.references["spectrum"]
@@ -337,7 +332,3 @@ def evaluate_images(images, dataset, metrics: Iterable[str], *, labels: torch.Te
     result = ev.evaluate_batches(batches, num_samples)
     return result
 
-
-def result_to_json(result: EvalResult) -> str:
-    """One JSON document with metrics, provenance, artifacts and timings (for `specforce eval` output files)."""
-    return json.dumps(dataclasses.asdict(result), indent=2, sort_keys=True)

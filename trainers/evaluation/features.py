@@ -1,13 +1,20 @@
-"""What an evaluation measures on one image set: input checks, the feature extractors, the additive statistics.
+"""What an evaluation measures on one image set: its settings, input checks, the feature extractors, the additive
+statistics.
 
-    from trainers.evaluation.features import check_images, kid_name
-    check_images(torch.zeros(4, 3, 32, 32), channels=3, image_size=32, max_abs=5.0, what="samples")
-    kid_name("fid"), kid_name("fd_pixel")   # ("kid", "kid_pixel")
+    import torch
+    from trainers.evaluation.features import Accumulator, EvalSettings, Extractors
+    s = EvalSettings(metrics=("fd_pixel", "spectrum"), num_samples=8, batch_size=4, channels=1, image_size=8,
+                     num_classes=10, device=torch.device("cpu"), max_abs=5.0)
+    acc = Accumulator(s, Extractors(s), total=8, with_is=False)
+    acc.update(torch.rand(8, 1, 8, 8) * 2 - 1, None, 0)
+    acc.all_reduce(); acc.fd["fd_pixel"].count, acc.spectrum.spectrum()   # (8, 5 shell powers)
 
-`Extractors` builds the networks the requested metrics need (Inception for fid/is, the digit classifier's weights
-are set by the Evaluator), `Accumulator` keeps every metric's float64 sums for one image set (generated samples, or a
-real reference/floor set) and, for KID, the features themselves. Feature sources are named by their FD metric:
-fd_pixel, fid (Inception pool3) and fd_digitcnn. Both take the Evaluator as their context (trainers/evaluation/evaluator.py).
+`EvalSettings` holds the checked arguments of an evaluation that the feature pass and the reference pass
+(trainers/evaluation/references.py) both need; the Evaluator (trainers/evaluation/evaluator.py) builds it and owns
+everything else. `Extractors` builds the networks the requested metrics need (Inception for fid/is; the digit
+classifier's weights are set by the Evaluator), `Accumulator` keeps every metric's float64 sums for one image set
+(generated samples, or a real reference/floor set) and, for KID, the features themselves. Feature sources are named
+by their FD key: fd_pixel, fid (Inception pool3) and fd_digitcnn.
 CPU check: `.venv/bin/python -m pytest tests/test_evaluation.py tests/test_evaluation_kid.py -q`.
 
 Inputs are checked: float dtype, [B, C, H, W] matching the dataset, finite values (a NaN sample fails the evaluation
@@ -17,19 +24,26 @@ i.e. values clipped to [-1, 1], as the field's PNG-based pipelines do; fd_pixel 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
 
-from specforce_contracts import kid_name  # noqa: F401 (the registry's rule; imported from here by the evaluator)
-from trainers.distributed import gather_objects
+from specforce_contracts import CLASSIFIER_EXTRACTOR, EVAL_PREFIX, FD_PIXEL, FD_PREFIX, FID, PIXEL_EXTRACTOR
+from trainers.distributed import all_reduce_sum_, gather_objects
+# the module, not the class: tests replace inception.InceptionExtractor with a stand-in that needs no weights
+from trainers.evaluation import inception as inception_module
+from trainers.evaluation.classifier import FEATURE_DIM as CLASSIFIER_DIM
 from trainers.evaluation.kid import SUBSET_SIZE as KID_SUBSET_SIZE
 from trainers.evaluation.metrics import FeatureStats, InceptionScoreStats
 from trainers.evaluation.radial_spectrum import SpectrumStats
 
-if TYPE_CHECKING:
-    from trainers.evaluation.evaluator import Evaluator
+# Feature sources, named by their FD key without "eval/" (the KID keys follow from them: specforce_contracts.kid_name)
+PIXEL_SOURCE = FD_PIXEL.removeprefix(EVAL_PREFIX)  # fd_pixel: raw pixels
+INCEPTION_SOURCE = FID.removeprefix(EVAL_PREFIX)  # fid: Inception-v3 pool3
+CLASSIFIER_SOURCE = FD_PREFIX.removeprefix(EVAL_PREFIX) + CLASSIFIER_EXTRACTOR  # fd_digitcnn: the digit CNN
+INCEPTION_DIM = 2048
 
 
 def check_images(images: Any, *, channels: int, image_size: int, max_abs: float, what: str) -> torch.Tensor:
@@ -59,128 +73,139 @@ def kid_subset_size(n1: int, n2: int) -> int:
     return max(2, min(KID_SUBSET_SIZE, min(n1, n2) // 2))
 
 
-def fd_wanted(metrics: tuple[str, ...], source: str) -> bool:
-    """Whether the Fréchet distance of this feature source is computed (KID alone needs no covariance)."""
-    return source != "fd_pixel" or "fd_pixel" in metrics
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """The checked settings of one evaluation that its feature pass and its reference pass share."""
 
+    metrics: tuple[str, ...]  # eval.metrics options (specforce_contracts.EVAL_METRIC_OPTIONS)
+    num_samples: int  # images in each compared set: the samples, the reference R and the floor set B
+    batch_size: int
+    channels: int
+    image_size: int
+    num_classes: int  # 0 for unconditional data (samples then carry the null class 0)
+    device: torch.device
+    max_abs: float  # bound of check_images
+    world_size: int = 1
 
-def feature_dim(source: str, channels: int, image_size: int) -> int:
-    """Width of one feature row of a source: pixels, Inception pool3 or the digit classifier's penultimate layer."""
-    if source == "fd_pixel":
-        return channels * image_size ** 2
-    if source == "fid":
-        return 2048
-    from trainers.evaluation.classifier import FEATURE_DIM
+    def check(self, images: Any, what: str) -> torch.Tensor:
+        """`check_images` against this evaluation's image shape and bound."""
+        return check_images(images, channels=self.channels, image_size=self.image_size, max_abs=self.max_abs,
+                            what=what)
 
-    return FEATURE_DIM
+    def wants_fd(self, source: str) -> bool:
+        """Whether the Fréchet distance of this feature source is computed (KID alone needs no pixel covariance)."""
+        return source != PIXEL_SOURCE or "fd_pixel" in self.metrics
+
+    def feature_dim(self, source: str) -> int:
+        """Width of one feature row of a source: pixels, Inception pool3 or the digit classifier's penultimate layer."""
+        if source == PIXEL_SOURCE:
+            return self.channels * self.image_size ** 2
+        return INCEPTION_DIM if source == INCEPTION_SOURCE else CLASSIFIER_DIM
 
 
 class Extractors:
-    """The feature extractors the requested metrics need, built once per Evaluator."""
+    """The feature extractors the requested metrics need, built once per evaluation."""
 
-    def __init__(self, ev: "Evaluator"):
-        self.pixel = "fd_pixel" in ev.metrics or "kid" in ev.metrics  # KID always includes pixel features
+    def __init__(self, settings: EvalSettings, inception_weights=None, *, allow_download: bool = True):
+        metrics = settings.metrics
+        self.pixel = "fd_pixel" in metrics or "kid" in metrics  # KID always includes pixel features
         self.inception = None
         self.classifier = None  # the Evaluator sets it (rank 0 trains or loads it, the others receive its weights)
         self.classifier_info: dict[str, Any] = {}
-        if "fid" in ev.metrics or "is" in ev.metrics:
-            from trainers.evaluation.inception import InceptionExtractor
+        if "fid" in metrics or "is" in metrics:
+            feats = (("2048",) if "fid" in metrics else ()) + ("logits_unbiased",)
+            self.inception = inception_module.InceptionExtractor(inception_weights, settings.device, feats,
+                                                                 allow_download=allow_download)
 
-            feats = (("2048",) if "fid" in ev.metrics else ()) + ("logits_unbiased",)
-            self.inception = InceptionExtractor(ev.inception_weights, ev.device, feats,
-                                                allow_download=ev.allow_download)
+    @property
+    def pool(self) -> bool:
+        """Whether the Inception pool3 features (the fid source) are extracted, not only the IS logits."""
+        return self.inception is not None and "2048" in self.inception.features
 
     def sources(self) -> dict[str, tuple[str, str | None]]:
-        """Feature source, named by its FD metric -> (extractor name, weights sha256), for provenance and cache keys.
-        Includes fd_pixel when only KID asked for pixel features: see `fd_wanted` for the FDs to compute."""
+        """Feature source, named by its FD key -> (extractor name, weights sha256), for provenance and cache keys.
+        Includes fd_pixel when only KID asked for pixel features: see `EvalSettings.wants_fd` for the FDs to compute."""
         out: dict[str, tuple[str, str | None]] = {}
         if self.pixel:
-            out["fd_pixel"] = ("pixel", None)
-        if self.inception is not None and "2048" in self.inception.features:
-            out["fid"] = (f"{self.inception.name}/2048", self.inception.weights_sha256)
+            out[PIXEL_SOURCE] = (PIXEL_EXTRACTOR, None)
+        if self.pool:
+            out[INCEPTION_SOURCE] = (f"{self.inception.name}/2048", self.inception.weights_sha256)
         if self.classifier is not None:
-            from trainers.evaluation.classifier import CLASSIFIER_NAME
-
-            out[f"fd_{CLASSIFIER_NAME}"] = (CLASSIFIER_NAME, self.classifier_info["weights_sha256"])
+            out[CLASSIFIER_SOURCE] = (CLASSIFIER_EXTRACTOR, self.classifier_info["weights_sha256"])
         return out
 
 
 class Accumulator:
     """Additive statistics of one image set for every requested metric."""
 
-    def __init__(self, ev: "Evaluator", total: int, with_is: bool):
-        ex = ev.extractors
-        self.ev, self.total = ev, total
+    def __init__(self, settings: EvalSettings, extractors: Extractors, total: int, with_is: bool):
+        self.settings, self.extractors, self.total = settings, extractors, total
         self.fd: dict[str, FeatureStats] = {}
-        if "fd_pixel" in ev.metrics:
-            self.fd["fd_pixel"] = FeatureStats(ev.channels * ev.image_size ** 2)
-        if ex.inception is not None and "2048" in ex.inception.features:
-            self.fd["fid"] = FeatureStats(2048)
-        if ex.classifier is not None:
-            from trainers.evaluation.classifier import CLASSIFIER_NAME, FEATURE_DIM
-
-            self.fd[f"fd_{CLASSIFIER_NAME}"] = FeatureStats(FEATURE_DIM)
-            self.cls = InceptionScoreStats(total, ev.num_classes, splits=1, shuffle=False)
+        if "fd_pixel" in settings.metrics:
+            self.fd[PIXEL_SOURCE] = FeatureStats(settings.feature_dim(PIXEL_SOURCE))
+        if extractors.pool:
+            self.fd[INCEPTION_SOURCE] = FeatureStats(INCEPTION_DIM)
+        if extractors.classifier is not None:
+            self.fd[CLASSIFIER_SOURCE] = FeatureStats(CLASSIFIER_DIM)
+            self.cls = InceptionScoreStats(total, settings.num_classes, splits=1, shuffle=False)
             self.label_hits = torch.zeros(2, dtype=torch.float64)  # (hits, labelled samples)
-        self.isc = InceptionScoreStats(total, 1008) if with_is and ex.inception is not None else None
-        self.spectrum = SpectrumStats(ev.image_size) if "spectrum" in ev.metrics else None
-        # KID needs the features themselves: (global index, float32 rows) per FD metric, gathered on rank 0
+        self.isc = InceptionScoreStats(total, 1008) if with_is and extractors.inception is not None else None
+        self.spectrum = SpectrumStats(settings.image_size) if "spectrum" in settings.metrics else None
+        # KID needs the features themselves: (global index, float32 rows) per feature source, gathered on rank 0
         self.bank: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = (
-            {m: [] for m in ex.sources()} if "kid" in ev.metrics else None)
+            {m: [] for m in extractors.sources()} if "kid" in settings.metrics else None)
 
-    def _keep(self, metric: str, features: torch.Tensor, indices: torch.Tensor) -> None:
-        if self.bank is not None and metric in self.bank:
-            self.bank[metric].append((indices.clone(), features.detach().to("cpu", torch.float32)))
+    def _keep(self, source: str, features: torch.Tensor, indices: torch.Tensor) -> None:
+        if self.bank is not None and source in self.bank:
+            self.bank[source].append((indices.clone(), features.detach().to("cpu", torch.float32)))
 
-    def features(self, metric: str) -> np.ndarray:
-        """All kept features of one FD metric in global sample order (after all_reduce: every rank's rows)."""
+    def features(self, source: str) -> np.ndarray:
+        """All kept features of one source in global sample order (after all_reduce: every rank's rows)."""
         assert self.bank is not None
-        rows = self.bank[metric]
+        rows = self.bank[source]
         idx = torch.cat([i for i, _ in rows])
         return torch.cat([f for _, f in rows])[torch.argsort(idx)].numpy()
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, labels: torch.Tensor | None, start: int) -> None:
-        ex, n = self.ev.extractors, images.shape[0]
+        """Adds images (global samples start..start+B-1; labels None for real sets) to every statistic."""
+        ex, n = self.extractors, images.shape[0]
         indices = torch.arange(start, start + n)
-        if "fd_pixel" in self.fd:
-            self.fd["fd_pixel"].update(images.flatten(1))
-        self._keep("fd_pixel", images.flatten(1), indices)
+        if PIXEL_SOURCE in self.fd:
+            self.fd[PIXEL_SOURCE].update(images.flatten(1))
+        self._keep(PIXEL_SOURCE, images.flatten(1), indices)
         if ex.inception is not None:
             out = ex.inception(images)
-            if "fid" in self.fd:
-                self.fd["fid"].update(out["2048"])
-                self._keep("fid", out["2048"], indices)
+            if INCEPTION_SOURCE in self.fd:
+                self.fd[INCEPTION_SOURCE].update(out["2048"])
+                self._keep(INCEPTION_SOURCE, out["2048"], indices)
             if self.isc is not None:
                 self.isc.update(out["logits_unbiased"], indices)
         if ex.classifier is not None:
-            from trainers.evaluation.classifier import CLASSIFIER_NAME
-
-            x = images.to(self.ev.device, torch.float32)
+            x = images.to(self.settings.device, torch.float32)
             feats = ex.classifier.features(x)
             logits = ex.classifier.fc2(feats)
-            self.fd[f"fd_{CLASSIFIER_NAME}"].update(feats)
-            self._keep(f"fd_{CLASSIFIER_NAME}", feats, indices)
+            self.fd[CLASSIFIER_SOURCE].update(feats)
+            self._keep(CLASSIFIER_SOURCE, feats, indices)
             self.cls.update(logits, indices)
             if labels is not None:
-                labelled = labels < self.ev.num_classes  # the null class has no label to agree with
+                labelled = labels < self.settings.num_classes  # the null class has no label to agree with
                 hits = (logits.argmax(1).cpu() == labels.cpu()) & labelled.cpu()
                 self.label_hits += torch.tensor([float(hits.sum()), float(labelled.sum())], dtype=torch.float64)
         if self.spectrum is not None:
             self.spectrum.update(images)
 
     def all_reduce(self) -> None:
+        """Sums every statistic over the ranks and gathers the KID features (every rank then holds all of them)."""
         for st in self.fd.values():
             st.all_reduce()
         if self.isc is not None:
             self.isc.all_reduce()
-        if self.ev.extractors.classifier is not None:
+        if self.extractors.classifier is not None:
             self.cls.all_reduce()
-            from trainers.evaluation.metrics import _all_reduce_
-
-            _all_reduce_([self.label_hits])
+            all_reduce_sum_([self.label_hits])
         if self.spectrum is not None:
             self.spectrum.all_reduce()
-        if self.bank is not None and self.ev.world_size > 1:
-            gathered = gather_objects(self.bank, self.ev.world_size)
+        if self.bank is not None and self.settings.world_size > 1:
+            gathered = gather_objects(self.bank, self.settings.world_size)
             self.bank = {m: [row for bank in gathered for row in bank[m]] for m in self.bank}

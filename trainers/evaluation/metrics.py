@@ -11,8 +11,9 @@ Everything here works on feature tensors / arrays, never on images or networks, 
 CPU check: `.venv/bin/python -m pytest tests/test_metrics.py -q`.
 
 Distributed use (EDM2 style): every rank accumulates `FeatureStats` / `InceptionScoreStats` over its own samples,
-`all_reduce()` sums count, sum and sum of outer products in float64 across ranks, and any rank can then compute
-the distance; the result equals the single-process value on the same samples (up to summation order).
+`all_reduce()` sums count, sum and sum of outer products in float64 across ranks (trainers/distributed.py), and
+any rank can then compute the distance; the result equals the single-process value on the same samples (up to
+summation order).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from trainers.distributed import all_reduce_sum_
 
 __all__ = [
     "frechet_distance", "FeatureStats", "InceptionScoreStats", "inception_score", "stats_sha256",
@@ -73,19 +76,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
-def _all_reduce_(tensors: list[torch.Tensor]) -> None:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    # gloo and nccl both reduce float64; NCCL needs the tensors on the rank's CUDA device.
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    for t in tensors:
-        moved = t.to(device)
-        dist.all_reduce(moved)
-        t.copy_(moved.cpu())
-
-
 class FeatureStats:
     """Count, sum and sum of outer products of D-dimensional features, in float64 (additive across ranks).
 
@@ -124,7 +114,7 @@ class FeatureStats:
     def all_reduce(self) -> "FeatureStats":
         """Sums the statistics over all ranks of the default process group (no-op when not distributed)."""
         count = torch.tensor([float(self.count)], dtype=torch.float64)
-        _all_reduce_([count, self.sum, self.outer])
+        all_reduce_sum_([count, self.sum, self.outer])
         self.count = int(round(count.item()))
         return self
 
@@ -196,7 +186,7 @@ class InceptionScoreStats:
         self.plogp_sum.index_add_(0, split, (p * log_p).sum(1))
 
     def all_reduce(self) -> "InceptionScoreStats":
-        _all_reduce_([self.count, self.p_sum, self.plogp_sum])
+        all_reduce_sum_([self.count, self.p_sum, self.plogp_sum])
         return self
 
     def score(self) -> tuple[float, float]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from specforce_contracts import EVAL_PREFIX, SPEC_ERR_PREFIX, SPECTRUM_BANDS
-from trainers.evaluation.metrics import _all_reduce_
+from trainers.distributed import all_reduce_sum_
 
 __all__ = ["radial_bins", "SpectrumStats", "spectral_errors", "BANDS"]
 
@@ -64,7 +64,7 @@ class SpectrumStats:
 
     def all_reduce(self) -> "SpectrumStats":
         count = torch.tensor([float(self.count)], dtype=torch.float64)
-        _all_reduce_([count, self.power_sum])
+        all_reduce_sum_([count, self.power_sum])
         self.count = int(round(count.item()))
         return self
 

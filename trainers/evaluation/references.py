@@ -1,7 +1,8 @@
 """The real images an evaluation compares against: which ones, their statistics and the cache that keeps them.
 
     from trainers.evaluation.references import prepare_references
-    references, cache_events = prepare_references(evaluator)   # rank 0 only; Evaluator.prepare() calls it
+    # rank 0 only; Evaluator.prepare() calls it with its settings, extractors and cache
+    references, cache_events = prepare_references(settings, extractors, cache, dataset, floor_dataset=None)
 
 CPU check: `.venv/bin/python -m pytest tests/test_evaluation.py -q -k "cache or floor or reference"`.
 
@@ -16,8 +17,8 @@ at all (a bare tensor dataset) `<metric>_floor` is omitted, with a warning. Prov
 `reference_num_samples`, `floor_num_samples` and `floor_source`.
 
 Cache (under `<cache_dir>/reference_stats/`): the Gaussian statistics of each (role, feature source) in a
-`StatsCache` (trainers/evaluation/metrics.py), the radial spectrum and, for KID, the features themselves as .npy files. Keys
-hash the dataset's identity (its describe(), or its pixels when it has none), the chosen indices, the extractor and
+`StatsCache` (trainers/evaluation/metrics.py), the radial spectrum and, for KID, the features themselves as .npy
+files. Keys hash the dataset's identity (its describe(), or its pixels when it has none), the chosen indices, the extractor and
 its weights, so a change to any of them is a miss, never a stale hit.
 """
 from __future__ import annotations
@@ -25,19 +26,18 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from trainers.evaluation.features import Accumulator, check_images, fd_wanted, feature_dim, kid_subset_size
+from trainers.data.loader import build_dataset
+from trainers.evaluation.features import Accumulator, EvalSettings, Extractors, kid_subset_size
 from trainers.evaluation.kid import kernel_distance
 from trainers.evaluation.metrics import StatsCache, frechet_distance
 
-if TYPE_CHECKING:
-    from trainers.evaluation.evaluator import Evaluator
-
 REFERENCE_SEED = 0
+SPECTRUM_EXTRACTOR = "fft-radial"  # the radial power spectrum's name in cache keys and provenance
 
 
 def describe_dataset(dataset) -> dict[str, Any]:
@@ -51,8 +51,6 @@ def other_split(dataset):
     d = describe_dataset(dataset)
     if "split" not in d or "size" not in d:
         return None
-    from trainers.data.loader import build_dataset
-
     other = "train" if d["split"] == "test" else "test"
     return build_dataset(d["name"], image_size=d["size"], split=other, root=d.get("root"),
                          seed=d.get("seed", 0), **d.get("options", {}))
@@ -64,9 +62,8 @@ def stack_items(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items], dtype=torch.long)
 
 
-def real_sets(ev: "Evaluator"):
-    """(R indices, floor dataset, B indices, floor_source) per the module docstring."""
-    n, ds = ev.num_samples, ev.dataset
+def real_sets(ds, n: int, floor_dataset=None):
+    """(R indices, floor dataset, B indices, floor_source) of `n` images per set, per the module docstring."""
     perm = np.random.RandomState(REFERENCE_SEED).permutation(len(ds))
     n_ref = min(n, len(ds))
     if n_ref < n:
@@ -76,7 +73,7 @@ def real_sets(ev: "Evaluator"):
     rest = perm[n_ref:]
     if len(rest) >= n:
         return ref, ds, rest[:n], "same split, disjoint images"
-    other = ev.floor_dataset if ev.floor_dataset is not None else other_split(ds)
+    other = floor_dataset if floor_dataset is not None else other_split(ds)
     other_n = len(other) if other is not None else 0
     if other_n >= n or other_n > len(rest):
         operm = np.random.RandomState(REFERENCE_SEED + 1).permutation(other_n)[:n]
@@ -123,29 +120,28 @@ def _save_npy(path: pathlib.Path, array: np.ndarray) -> None:
     tmp.replace(path)  # atomic, as the stats files
 
 
-def _compute_real(ev: "Evaluator", role, dataset, indices, keys, loaded) -> None:
+def _compute_real(s: EvalSettings, extractors: Extractors, cache: StatsCache, role, dataset, indices, keys,
+                  loaded) -> None:
     """Fills the cache misses of one real set (reference or floor) in `loaded`, and writes them to the cache."""
     todo = [m for (r, m), v in loaded.items() if r == role and v is None]
     if not todo:
         return
-    acc = Accumulator(ev, len(indices), with_is=False)
-    for i in range(0, len(indices), ev.batch_size):
-        chunk = indices[i:i + ev.batch_size]
-        x, _ = stack_items(dataset, chunk)
-        check_images(x, channels=ev.channels, image_size=ev.image_size, max_abs=ev.max_abs,
-                     what=f"dataset images ({role})")
-        acc.update(x.to(ev.device), None, i)
-    meta = {"role": role, "dataset": dataset_identity(dataset, indices), "image_size": ev.image_size}
-    sources = ev.extractors.sources()
+    acc = Accumulator(s, extractors, len(indices), with_is=False)
+    for i in range(0, len(indices), s.batch_size):
+        x, _ = stack_items(dataset, indices[i:i + s.batch_size])
+        s.check(x, f"dataset images ({role})")
+        acc.update(x.to(s.device), None, i)
+    meta = {"role": role, "dataset": dataset_identity(dataset, indices), "image_size": s.image_size}
+    sources = extractors.sources()
     for metric in todo:
         if metric == "spectrum":
             spec = acc.spectrum.spectrum()
-            _save_npy(_spectrum_path(ev.cache, keys[(role, metric)]), spec)
+            _save_npy(_spectrum_path(cache, keys[(role, metric)]), spec)
             loaded[(role, metric)] = spec
             continue
         if metric.startswith("features:"):
             feats = acc.features(metric.removeprefix("features:"))
-            _save_npy(_features_path(ev.cache, keys[(role, metric.removeprefix("features:"))]), feats)
+            _save_npy(_features_path(cache, keys[(role, metric.removeprefix("features:"))]), feats)
             loaded[(role, metric)] = feats
             continue
         st = acc.fd[metric]
@@ -153,44 +149,46 @@ def _compute_real(ev: "Evaluator", role, dataset, indices, keys, loaded) -> None
             warnings.simplefilter("ignore", RuntimeWarning)  # rank deficiency is reported once, for samples
             mu, sigma = st.mean(), st.covariance()
         ex_name, sha = sources[metric]
-        digest = ev.cache.put(keys[(role, metric)], mu, sigma,
+        digest = cache.put(keys[(role, metric)], mu, sigma,
                               {**meta, "extractor": ex_name, "weights_sha256": sha, "num_samples": st.count})
         loaded[(role, metric)] = (mu, sigma, {"sha256": digest, "event": "miss"})
 
 
-def prepare_references(ev: "Evaluator") -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Loads or computes every requested reference statistic and floor (module docstring).
+def prepare_references(s: EvalSettings, extractors: Extractors, cache: StatsCache, dataset, floor_dataset=None
+                       ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Loads or computes every reference statistic and floor that `s.metrics` need, with these extractors, against
+    `dataset` (floor set from `floor_dataset` when given; module docstring).
 
     Returns (references: metric -> mu, sigma, floor, features, kid_floor, provenance; or, for "spectrum", data and
     provenance) and (cache_events: FD metric -> "hit" | "miss")."""
-    ref_idx, floor_ds, floor_idx, floor_source = real_sets(ev)
-    fd_ex = ev.extractors.sources()
+    ref_idx, floor_ds, floor_idx, floor_source = real_sets(dataset, s.num_samples, floor_dataset)
+    fd_ex = extractors.sources()
     keys, loaded = {}, {}
-    roles = (("reference", ev.dataset, ref_idx),) + ((("floor", floor_ds, floor_idx),) if floor_ds is not None else ())
+    roles = (("reference", dataset, ref_idx),) + ((("floor", floor_ds, floor_idx),) if floor_ds is not None else ())
     for role, ds, idx in roles:
         ident = dataset_identity(ds, idx)
         for metric, (ex_name, sha) in fd_ex.items():
             keys[(role, metric)] = StatsCache.key(role=role, dataset=ident, n=len(idx), extractor=ex_name,
                                                   weights_sha256=sha)
-            if fd_wanted(ev.metrics, metric):
-                loaded[(role, metric)] = ev.cache.get(keys[(role, metric)],
-                                                      feature_dim(metric, ev.channels, ev.image_size))
-            if "kid" in ev.metrics:
-                p = _features_path(ev.cache, keys[(role, metric)])
+            if s.wants_fd(metric):
+                loaded[(role, metric)] = cache.get(keys[(role, metric)], s.feature_dim(metric))
+            if "kid" in s.metrics:
+                p = _features_path(cache, keys[(role, metric)])
                 loaded[(role, f"features:{metric}")] = np.load(p) if p.is_file() else None
-        if "spectrum" in ev.metrics:
-            keys[(role, "spectrum")] = StatsCache.key(role=role, dataset=ident, n=len(idx), extractor="fft-radial")
-            p = _spectrum_path(ev.cache, keys[(role, "spectrum")])
+        if "spectrum" in s.metrics:
+            keys[(role, "spectrum")] = StatsCache.key(role=role, dataset=ident, n=len(idx),
+                                                      extractor=SPECTRUM_EXTRACTOR)
+            p = _spectrum_path(cache, keys[(role, "spectrum")])
             loaded[(role, "spectrum")] = np.load(p) if p.is_file() else None
-    _compute_real(ev, "reference", ev.dataset, ref_idx, keys, loaded)
+    _compute_real(s, extractors, cache, "reference", dataset, ref_idx, keys, loaded)
     if floor_ds is not None:
-        _compute_real(ev, "floor", floor_ds, floor_idx, keys, loaded)
+        _compute_real(s, extractors, cache, "floor", floor_ds, floor_idx, keys, loaded)
     references: dict[str, dict[str, Any]] = {}
     cache_events: dict[str, str] = {}
     for metric, (ex_name, sha) in fd_ex.items():
         kid_ref = loaded.get(("reference", f"features:{metric}"))
         mu = sigma = floor = None
-        if fd_wanted(ev.metrics, metric):
+        if s.wants_fd(metric):
             mu, sigma, meta = loaded[("reference", metric)]
             if floor_ds is not None:
                 fmu, fsigma, _ = loaded[("floor", metric)]
@@ -210,9 +208,9 @@ def prepare_references(ev: "Evaluator") -> tuple[dict[str, dict[str, Any]], dict
                            "reference_num_samples": len(ref_idx), "floor_num_samples": len(floor_idx),
                            "floor_source": floor_source},
         }
-    if "spectrum" in ev.metrics:
+    if "spectrum" in s.metrics:
         references["spectrum"] = {"data": loaded[("reference", "spectrum")],
-                                  "provenance": {"extractor": "fft-radial", "weights_sha256": None,
+                                  "provenance": {"extractor": SPECTRUM_EXTRACTOR, "weights_sha256": None,
                                                  "reference_num_samples": len(ref_idx)}}
         references["spectrum"]["provenance"]["reference_sha256"] = hashlib.sha256(
             np.ascontiguousarray(references["spectrum"]["data"]).tobytes()).hexdigest()
