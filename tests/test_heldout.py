@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from specforce_contracts import T_BUCKET_EDGES
 from trainers.data.loader import build_dataset
 from trainers.model.flow import RectifiedFlow
-from trainers.evaluation.heldout import T_BUCKET_EDGES, HeldOutLoss, t_grid
+from trainers.evaluation.heldout import HeldOutLoss, t_grid
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
 """The held-out denoising loss (`eval.denoise_loss`): the v-loss on a FIXED batch, noise and t grid, by t-bucket.
 
     from trainers.evaluation.heldout import HeldOutLoss
-    heldout = HeldOutLoss.from_config(cfg, test_set, device)   # nothing is drawn until the first call
+    heldout = HeldOutLoss(test_set, batch=64, t_points=20, data_seed=0, noise_scale=1.0)   # nothing drawn yet
     heldout(flow, model)   # {"eval/denoise_loss": ..., "eval/denoise_loss_t0.0-0.2": ..., ...}
+
+A run builds it from its config with trainers/training/builders.py `build_heldout` (eval.denoise_batch,
+eval.denoise_t_points, data.seed, flow.noise_scale, data.options.cond).
 
 CPU check: `.venv/bin/python -m pytest tests/test_heldout.py -q`.
 
@@ -28,11 +31,9 @@ from specforce_contracts import DENOISE_LOSS, T_BUCKET_EDGES, denoise_bucket_key
 from trainers.data.base import check_seed
 
 if TYPE_CHECKING:
-    from trainers.training.config import TrainConfig
     from trainers.model.flow import Model, RectifiedFlow
 
-__all__ = ["T_BUCKET_EDGES", "HeldOutLoss", "bucket_denoise_loss", "empty_buckets", "fixed_eval_batch", "fixed_noise",
-           "t_grid"]
+__all__ = ["HeldOutLoss", "bucket_denoise_loss", "empty_buckets", "fixed_eval_batch", "fixed_noise", "t_grid"]
 
 _EVAL_TAG = 0x6576616C  # separates the eval-batch draw from other uses of the data seed
 _NOISE_SEED = 10_007  # offset of the fixed noise's seed from the data seed
@@ -113,14 +114,6 @@ class HeldOutLoss:
         self.data_seed, self.noise_scale = data_seed, noise_scale
         self.device, self.edges = torch.device(device), tuple(edges)
         self._fixed: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-
-    @classmethod
-    def from_config(cls, cfg: "TrainConfig", dataset, device: torch.device | str) -> "HeldOutLoss":
-        from trainers.data.cond import build_cond
-
-        return cls(dataset, batch=cfg.eval.denoise_batch, t_points=cfg.eval.denoise_t_points,
-                   data_seed=cfg.data.seed, noise_scale=cfg.flow.noise_scale, device=device,
-                   cond=build_cond(cfg.data.options, dataset.num_classes))
 
     def inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x, y, eps, t_grid) on the device; drawn on the first call (lazily: a run that never evaluates pays

@@ -156,6 +156,16 @@ def build_evaluator(cfg: TrainConfig, dataset, device: torch.device, cache_dir: 
     return ev
 
 
+def build_heldout(cfg: TrainConfig, dataset, device: torch.device):
+    """The held-out denoising loss of eval.denoise_loss against `dataset` (its fixed batch is drawn on first use)."""
+    from trainers.data.cond import build_cond
+    from trainers.evaluation.heldout import HeldOutLoss
+
+    return HeldOutLoss(dataset, batch=cfg.eval.denoise_batch, t_points=cfg.eval.denoise_t_points,
+                       data_seed=cfg.data.seed, noise_scale=cfg.flow.noise_scale, device=device,
+                       cond=build_cond(cfg.data.options, dataset.num_classes))
+
+
 def generate_images(cfg: TrainConfig, model: torch.nn.Module, labels: torch.Tensor, *, channels: int,
                     num_classes: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """Samples of `model` (the sampling weights: the caller swaps EMA in) with the config's sampler, for the given

@@ -34,8 +34,8 @@ import torch.distributed as dist
 
 import specforce_contracts as C
 from trainers.training.accel import build_adamw, compile_blocks
-from trainers.training.builders import (build_denoiser, build_evaluator, build_flow, build_dataset_for, data_spectrum,
-                               generate_images, model_shape_params)
+from trainers.training.builders import (build_denoiser, build_evaluator, build_flow, build_dataset_for, build_heldout,
+                               data_spectrum, generate_images, model_shape_params)
 from trainers.training.checkpoint import load_checkpoint, save_checkpoint
 from trainers.training.config import TrainConfig, dump_yaml
 from trainers.data.cond import build_cond, cond_of
@@ -140,7 +140,7 @@ class Trainer:
             (self.out_dir / C.RUN_CONFIG_FILE).write_text(dump_yaml(cfg))
         # the held-out split, built once: the evaluator's reference and the fixed denoising batch both come from it
         self.eval_set = build_dataset_for(cfg, "test") if (cfg.eval.metrics or cfg.eval.denoise_loss) else None
-        self.heldout = HeldOutLoss.from_config(cfg, self.eval_set, device) if cfg.eval.denoise_loss else None
+        self.heldout = build_heldout(cfg, self.eval_set, device) if cfg.eval.denoise_loss else None
         self.evaluator = build_evaluator(cfg, self.eval_set, device, self.cache_dir, rank=self.rank,
                                          world_size=self.world)
         return run
