@@ -16,6 +16,7 @@ If none works, `resolve_inception_weights` raises FileNotFoundError naming the f
 Images enter as float in [-1, 1] and are quantised as saved PNGs would be, round((x + 1) * 127.5) clipped to
 0..255, then handed as uint8 to torch-fidelity's network, which resizes to 299 with its TF1-compatible bilinear
 interpolation. Grayscale images are replicated to RGB, as torch-fidelity's PIL loading does ("RGB" conversion).
+CPU check (random weights, FID against torch-fidelity's own): `.venv/bin/python -m pytest tests/test_fid_parity.py -q`.
 """
 from __future__ import annotations
 
