@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.plots import SF, STYLE, _save
-from analysis.runs import higher_is_better
+from specforce_contracts import higher_is_better
 
 Row = tuple[str, float, float, float]  # label, estimate, low, high (NaN bounds: no interval)
 

@@ -16,10 +16,9 @@ import pandas as pd
 
 from analysis.compare import Comparison, pairs_of
 from analysis.numbers import ci_decimals, fmt_ci, fmt_num, fmt_relative, sig_decimals
-from analysis.runs import higher_is_better
+from analysis.regime import RATIO_PARAM
 from analysis.verdict import BUCKET_PREFIX, fmt_p, main_group, pct, short
-
-RATIO_PARAM = "params.model.compression_ratio"
+from specforce_contracts import higher_is_better
 
 
 def _defined(row) -> bool:

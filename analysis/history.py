@@ -11,7 +11,7 @@ report's time. Here the runs are grouped by metric key and each group is read in
 - any other store: one `get_metric_history` call per (run, key), threaded (`per_key_histories`, the path used
   before; the benchmark measures both).
 
-Rows are `run_id, metric, step, value, timestamp` (analysis.runs.HISTORY_COLUMNS), built column-wise so memory
+Rows are `run_id, metric, step, value, timestamp` (HISTORY_COLUMNS), built column-wise so memory
 stays a few numpy arrays per block rather than one Python object per point.
 
     python -c "from mlflow import MlflowClient; from analysis.history import bulk_histories; \\

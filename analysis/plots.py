@@ -18,9 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from analysis.runs import higher_is_better
 from analysis.schedules import cutoff, snr_front
-from specforce_contracts import DENOISE_BUCKET_PREFIX
+from specforce_contracts import DENOISE_BUCKET_PREFIX, higher_is_better
 
 BASELINE, SF = "#5f6b7a", "#e4572e"
 ARM_COLORS = {False: BASELINE, True: SF}
@@ -255,7 +254,7 @@ def plot_alpha(sf_runs: pd.DataFrame, baselines: pd.DataFrame, metric: str, path
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("cutoff exponent α (spectral.alpha, log scale)")
+            ax.set_xlabel("cutoff exponent α the runs used (log scale)")
             ax.set_ylabel(f"{metric} ({_better(metric)})")
             ax.set_title(f"{metric.split('/', 1)[-1]} vs α · patch {int(patch)}")
             ax.legend(loc="best", fontsize=8)

@@ -34,13 +34,12 @@ from scipy import stats
 
 from analysis.compare import Comparison, comparable_trials, gain_difference_ci, pairs_of, seed_deltas
 from analysis.intervals import MATCHED_INTERACTION, difference_of_means_ci, method_label
-from analysis.runs import higher_is_better
 from analysis.selection import context_columns
 from analysis.numbers import fmt_ci
 from analysis.verdict import fmt_p, pct, short
+from specforce_contracts import MODEL_BOTTLENECK, MODEL_COMPRESSION_RATIO, higher_is_better
 
-RATIO_PARAM = "params.model.compression_ratio"
-BOTTLENECK_PARAM = "params.model.bottleneck"
+RATIO_PARAM, BOTTLENECK_PARAM = f"params.{MODEL_COMPRESSION_RATIO}", f"params.{MODEL_BOTTLENECK}"
 RATIO_COLUMNS = ["metric", "line", "compression_ratio", "patch_size", "bottleneck", "tokens", "baseline_mean",
                  "sf_mean", "delta", "ci_low", "ci_high", "n_pairs", "relative_delta", "context", "sf_config"]
 TREND_COLUMNS = ["metric", "line", "ratios", "n_pairs", "slope_per_doubling", "slope_low", "slope_high", "slope_p",

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from analysis.artifacts import read_image, read_text
 from analysis.compare import Comparison, compare_arms, metric_values
 from analysis.intervals import PAIRED, method_label
-from analysis.runs import RunTables, default_tracking_uri, load_tables, metric_columns
+from analysis.runs import RunTables, load_tables, metric_columns
 from analysis.search import SearchSummary, search_summary, spec_search_space
 from analysis.sections import build_sections, excluded_by_run
 from analysis import plots
@@ -39,6 +39,7 @@ from analysis.headline import interaction_table, main_interaction, main_rows, pr
 from analysis.latex import write_latex
 from analysis.verdict import main_group, missing_arms, pct, power_messages, verdict
 import specforce_contracts as C
+from specforce_contracts import SF_DEFAULTS, default_tracking_uri
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description (shown in the UI's run list and run page)
 HEADLINE = (C.FID, C.FD_PIXEL, C.DENOISE_LOSS, C.IS)
@@ -73,8 +74,9 @@ def default_metrics(runs: pd.DataFrame) -> list[str]:
     """Headline metrics first (the first one drives the verdict), then other extractors, spectra, t buckets."""
     have = metric_columns(runs)
     head = [m for m in HEADLINE if m in have]
-    extractors = sorted(m for m in have if m.startswith("eval/fd_") and not m.endswith(C.FLOOR_SUFFIX) and m not in head)
-    kernels = sorted(m for m in have if m.startswith("eval/kid") and not m.endswith((C.FLOOR_SUFFIX, C.STD_SUFFIX)))
+    extractors = sorted(m for m in have
+                        if m.startswith(C.FD_PREFIX) and not m.endswith(C.FLOOR_SUFFIX) and m not in head)
+    kernels = sorted(m for m in have if m.startswith(C.KID_PREFIX) and not m.endswith((C.FLOOR_SUFFIX, C.STD_SUFFIX)))
     spectra = [m for m in SPECTRAL_ERRORS if m in have]
     buckets = sorted(m for m in have if m.startswith(C.DENOISE_BUCKET_PREFIX))
     return head + extractors + kernels + spectra + buckets
@@ -181,16 +183,16 @@ def _schedule_configs(runs: pd.DataFrame, best: pd.DataFrame) -> list[tuple[str,
 
 
 def _schedule_label(kw: dict) -> str:
-    s = kw["schedule"]
-    detail = {"linear": f"c_min={kw.get('c_min', 0.05):g}, c_max={kw.get('c_max', 1.0):g}",
-              "contour": f"α={kw.get('alpha', 2.0):.3g}, c_min={kw.get('c_min', 0.05):g}",
-              "snr": f"α={kw.get('alpha', 2.0):.3g}, r0={kw.get('r0') or 0:.3g}",
-              "constant": f"c={kw.get('c_const', 0.5):g}"}[s]
+    s, kw = kw["schedule"], {**SF_DEFAULTS, **kw}  # what the label leaves out ran at the operator's defaults
+    detail = {"linear": f"c_min={kw['c_min']:g}, c_max={kw['c_max']:g}",
+              "contour": f"α={kw['alpha']:.3g}, c_min={kw['c_min']:g}",
+              "snr": f"α={kw['alpha']:.3g}, r0={kw.get('r0') or 0:.3g}",
+              "constant": f"c={kw['c_const']:g}"}[s]
     return f"{s} ({detail})"
 
 
 def _front(runs: pd.DataFrame) -> tuple[float, float] | None:
-    cols = ("params.data.spectrum_alpha", "params.data.spectrum_r0")
+    cols = (f"params.{C.DATA_SPECTRUM_PARAMS['alpha']}", f"params.{C.DATA_SPECTRUM_PARAMS['r0']}")
     if not all(c in runs for c in cols):
         return None
     fits = runs[list(cols)].apply(pd.to_numeric, errors="coerce").dropna()
@@ -261,7 +263,7 @@ def build_report(experiments: list[str], tracking_uri: str, out_dir: Path, *, me
         experiments = [experiments]
     out = Path(out_dir)
     tables = load_tables(experiments, tracking_uri)
-    trials = tables.runs[tables.runs["role"] == "trial"] if len(tables.runs) else tables.runs
+    trials = tables.runs[tables.runs["role"] == C.ROLE_TRIAL] if len(tables.runs) else tables.runs
     if trials.empty:
         raise ValueError(f"experiment(s) {experiments} in {tracking_uri} have no trial runs "
                          "(tag specforce.role=trial): run a sweep first")

@@ -2,10 +2,12 @@
 
 Columns of the runs table (DESIGN.md §3): identity (`run_id`, `run_name`, `experiment`, `sweep_run_id`,
 `sweep_name`, `trial_id`), state (`role`, `status` = tag specforce.status, `mlflow_status`, `search`,
-`provenance`), typed analysis keys (`patch_size`, `tokens`, `image_size`, `seed`, `sf`, `schedule`, `alpha`),
-then every param as `params.<dotted key>` (string), every tag as `tags.<key>`, the final value of every metric as
-`metrics.<name>` and its best value over the run as `best.<name>` (min, or max for the metrics the registry in
-specforce_contracts calls higher-is-better: eval/is, eval/cls_score_*, classifier accuracies eval/cls_*acc*).
+`provenance`), typed analysis keys (`patch_size`, `tokens`, `image_size`, `seed`, `sf`, `schedule`, and `alpha`:
+the cutoff exponent the run's SF operator used, `analysis.schedules.ran_alpha`, which with spectral.fit_from_data
+is not the configured one), then every param as `params.<dotted key>` (string), every tag as `tags.<key>`, the
+final value of every metric as `metrics.<name>` and its best value over the run as `best.<name>` (min, or max for
+the metrics the registry in specforce_contracts calls higher-is-better: eval/is, eval/cls_score_*, classifier
+accuracies eval/cls_*acc*).
 The history table is long: `run_id, metric, step, value, timestamp` (step = training images seen).
 
     python -c "from analysis import load_runs; print(load_runs('demo', 'sqlite:///mlflow.db'))"
@@ -21,9 +23,10 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from analysis.history import HISTORY_COLUMNS, bulk_histories, per_key_histories
+from analysis.schedules import ran_alpha
 from analysis.sqlstore import read_store, sql_engine
 import specforce_contracts as contracts
-from specforce_contracts import default_tracking_uri, higher_is_better  # noqa: F401 (analysis' public names)
+from specforce_contracts import MODEL_TOKENS, higher_is_better
 
 ROLE, STATUS, TRIAL_ID, SEARCH, PROVENANCE = (contracts.ROLE_TAG, contracts.STATUS_TAG, contracts.TRIAL_ID_TAG,
                                               contracts.SEARCH_TAG, contracts.PROVENANCE_TAG)
@@ -91,7 +94,7 @@ def _tokenisation(params: dict[str, str]) -> tuple[int | None, int | None, int |
     """(patch_size, tokens, image_size); patch size is derived from the token count when the preset chose it."""
     image = _int_or_none(params.get("data.image_size"))
     patch = _int_or_none(params.get("model.patch_size"))
-    tokens = _int_or_none(params.get("model.tokens"))
+    tokens = _int_or_none(params.get(MODEL_TOKENS))
     if patch is None and tokens and image:
         side = math.isqrt(tokens)
         patch = image // side if side * side == tokens and image % side == 0 else None
@@ -127,7 +130,7 @@ def _row(run, experiments: dict[str, str], sweep_names: dict[str, str]) -> dict:
         # str(bool) from our logger; "true"/"false" from a user's own script or a YAML-minded one
         "sf": {"true": True, "false": False}.get(str(enabled).strip().lower()) if enabled is not None else None,
         "schedule": params.get("spectral.schedule"),
-        "alpha": _float_or_nan(params.get("spectral.alpha")),
+        "alpha": _float_or_nan(ran_alpha(params)),
     }
     row.update({f"params.{k}": v for k, v in params.items()})
     row.update({f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.log-model")})

@@ -3,7 +3,9 @@
 Importance comes from Optuna's own fANOVA evaluator on a study rebuilt from the completed Optuna trials
 (tag specforce.search=optuna). The search space is read from the sweep's `spec/spec.json` artifact when the sweep
 logged it; otherwise it is inferred from the params that vary across the trials, and the result says so.
-Trials stopped early by the scheduler hold partial values and are left out.
+Trials stopped early by the scheduler hold partial values and are left out. Each trial's spectral.alpha is the alpha
+it ran with (the runs table's `alpha`, analysis.schedules.ran_alpha): with spectral.fit_from_data the snr schedule
+replaced the sampled value by the data's fitted one, and the importance must not credit an alpha no trial used.
 
     python -c "from analysis import load_runs; from analysis.search import search_summary; \\
         print(search_summary(load_runs('demo', 'sqlite:///mlflow.db'), 'eval/denoise_loss', {}).importance)"
@@ -18,11 +20,11 @@ from typing import Any, Mapping
 import optuna
 import pandas as pd
 
-from analysis.runs import higher_is_better
 from analysis.selection import MEASURED_PREFIXES, usable_runs
-from specforce_contracts import SEARCH_OPTUNA
+from specforce_contracts import SEARCH_OPTUNA, higher_is_better
 
 BEST_COLUMNS = ["rank", "run_name", "patch_size", "schedule", "alpha", "value", "search", "run_id"]
+ALPHA = "spectral.alpha"  # the search dimension whose logged value is not always the one that ran
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,34 @@ def _parse(text: str, dist: optuna.distributions.BaseDistribution) -> Any:
     return int(float(text)) if isinstance(dist, optuna.distributions.IntDistribution) else float(text)
 
 
+def refitted(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: did it run with another alpha than the logged spectral.alpha (fitted from the data)?"""
+    if f"params.{ALPHA}" not in trials or "alpha" not in trials:
+        return pd.Series(False, index=trials.index)
+    logged = pd.to_numeric(trials[f"params.{ALPHA}"], errors="coerce")
+    return trials["alpha"].notna() & (logged != trials["alpha"])
+
+
+def ran_values(trials: pd.DataFrame, key: str) -> pd.Series:
+    """The value of search dimension `key` each trial ran with, as logged strings: the logged param, except for
+    the trials whose alpha was refitted, whose spectral.alpha is the alpha that ran."""
+    logged = trials[f"params.{key}"]
+    if key != ALPHA:
+        return logged
+    swap = refitted(trials)
+    return logged.astype(object).where(~swap, trials["alpha"].map(lambda a: str(float(a))))
+
+
 def inferred_space(trials: pd.DataFrame) -> dict[str, dict]:
     """Dimensions of the params that vary across trials: numeric -> float over the observed range, else categorical."""
     space = {}
     for col in sorted(c for c in trials.columns if c.startswith("params.") and not c.startswith(MEASURED_PREFIXES)
                       and c != "params.seed"):
-        values = trials[col].dropna().astype(str)
+        key = col.removeprefix("params.")
+        values = ran_values(trials, key).dropna().astype(str)
         if values.nunique() < 2:
             continue
         numbers = pd.to_numeric(values, errors="coerce")
-        key = col.removeprefix("params.")
         if numbers.notna().all():
             low, high = float(numbers.min()), float(numbers.max())
             space[key] = {"type": "float", "low": low, "high": high, "log": low > 0 and high / low > 10}
@@ -76,8 +96,17 @@ def inferred_space(trials: pd.DataFrame) -> dict[str, dict]:
     return space
 
 
+def _alpha_dimension(spec: Mapping[str, Any], ran: pd.Series) -> dict[str, Any]:
+    """The alpha dimension as a float range over the spec's (its bounds or numeric choices) and every alpha that
+    ran: a fitted alpha need not be one the sampler could draw."""
+    bounds = [float(v) for v in (*spec.get("choices", ()), spec.get("low"), spec.get("high")) if v is not None]
+    values = bounds + pd.to_numeric(ran, errors="coerce").dropna().tolist()
+    return {"type": "float", "low": min(values), "high": max(values), "log": bool(spec.get("log"))}
+
+
 def rebuild_study(trials: pd.DataFrame, metric: str, space: Mapping[str, Mapping[str, Any]]) -> optuna.Study:
-    """An in-memory Optuna study holding the completed trials as COMPLETE FrozenTrials."""
+    """An in-memory Optuna study holding the completed trials as COMPLETE FrozenTrials, with the values they ran
+    with (`ran_values`)."""
     direction = "maximize" if higher_is_better(metric) else "minimize"
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per report
@@ -85,9 +114,12 @@ def rebuild_study(trials: pd.DataFrame, metric: str, space: Mapping[str, Mapping
         study = optuna.create_study(direction=direction)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    values = {k: ran_values(trials, k) for k in space}
+    if ALPHA in space and refitted(trials).any():
+        space = {**space, ALPHA: _alpha_dimension(space[ALPHA], values[ALPHA])}
     dists = {k: distribution(v) for k, v in space.items()}
-    for _, row in trials.iterrows():
-        params = {k: _parse(str(row[f"params.{k}"]), d) for k, d in dists.items()}
+    for i, (_, row) in enumerate(trials.iterrows()):
+        params = {k: _parse(str(values[k].iloc[i]), d) for k, d in dists.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=float(row[f"metrics.{metric}"])))
     return study
@@ -117,6 +149,9 @@ def search_summary(runs: pd.DataFrame, metric: str, spec_space: Mapping[str, Map
     missing = [k for k in space if f"params.{k}" not in searched.columns]
     if missing:
         raise ValueError(f"search space keys {missing} were not logged as params on the Optuna trials")
+    if ALPHA in space and refitted(searched).any():
+        notes.append(f"spectral.alpha is the alpha each trial ran with: {int(refitted(searched).sum())} trial(s) "
+                     "fitted it from the data (spectral.fit_from_data) instead of the sampled value.")
     patches = sorted(int(p) for p in searched["patch_size"].dropna().unique())
     if len(patches) > 1 and "model.patch_size" not in space:
         notes.append(f"The Optuna trials span patch sizes {patches}; the importance pools them.")

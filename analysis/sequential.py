@@ -59,7 +59,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.bootstrap import Interval
+from analysis.intervals import Interval
 
 N_SIMULATIONS = 200_000  # calibration draws: alpha = 0.0167 gets ~3,300 crossings, MC s.e. of the level ~1.7%
 CALIBRATION_SEED = 20_110_511  # fixed: the same design always gets the same boundary, on every machine

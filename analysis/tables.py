@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.runs import HISTORY_COLUMNS
+from analysis.history import HISTORY_COLUMNS
 
 _FIXED = {
     "run_id": pa.string(), "run_name": pa.string(), "experiment": pa.string(), "experiment_id": pa.string(),

@@ -8,7 +8,7 @@ metrics follow their Holm-adjusted p-values (over every secondary metric x patch
     denoise_loss at patch 4 (better): Δ -0.54, 95% CI [-0.74, -0.34], 3 pairs; SF helps more with fine
     tokenization: its gain is 0.44 larger at patch 4 than at patch 8 (95% CI [0.01, 0.87], Welch).
 
-(the store of `benchmarks/verdict_demo_store.py`, which mirrors the demo numbers of issue 9)
+(the store of `tests/verdict_demo_store.py`, which mirrors the `make demo` numbers)
 
     python -c "from analysis import load_runs; from analysis.compare import compare_arms; \\
         from analysis.verdict import verdict; r = load_runs('demo', 'sqlite:///mlflow.db'); \\
@@ -23,9 +23,8 @@ import pandas as pd
 from analysis.compare import Comparison, comparable_trials
 from analysis.intervals import method_label, sign_flip_floor
 from analysis.numbers import fmt, fmt_ci  # noqa: F401 (fmt: the other analysis modules import it from here)
-from analysis.runs import higher_is_better
 from analysis.selection import context_columns, status_problem
-from specforce_contracts import DENOISE_BUCKET_PREFIX
+from specforce_contracts import DENOISE_BUCKET_PREFIX, MODEL_BOTTLENECK, higher_is_better
 
 BUCKET_PREFIX = DENOISE_BUCKET_PREFIX  # per-t-bucket losses: detail tables, not headline sentences
 
@@ -157,7 +156,7 @@ def verdict(comparison: Comparison, metric: str) -> str:
     tail = ("the coarse-vs-fine comparison needs paired runs at a second patch size" if inter is None
             else interaction_sentence(inter, comparison.confidence))
     # a bottleneck that varies only because another architecture has none (model.target differs) is no sweep
-    if inter is None and "model.bottleneck=" in context and "model.target=" not in context:
+    if inter is None and f"{MODEL_BOTTLENECK}=" in context and "model.target=" not in context:
         tail = "the bottleneck sweep compares compression ratios at this patch size (see 'SF gain vs compression ratio')"
     return _capital("; ".join(parts + [tail])) + scope + "."
 
@@ -284,7 +283,7 @@ def missing_arms(runs: pd.DataFrame) -> list[str]:
                     messages.append(f"At {label} {arm} seed(s) {_seeds(extra)} have no partner in the other arm "
                                     f"and are left out of the comparison{why}.")
         # a sweep over model.bottleneck asks the compression question at one patch size (analysis.regime): no hint
-        if len(paired) == 1 and "params.model.bottleneck" not in ctx_cols:
+        if len(paired) == 1 and f"params.{MODEL_BOTTLENECK}" not in ctx_cols:
             (patch,) = paired
             finer = patch // 2 if patch % 2 == 0 and patch > 1 else None
             coarser = patch * 2 if all(s % (patch * 2) == 0 for s in image_sizes) else None

@@ -1,8 +1,9 @@
 """`specforce report` over N synthetic trial runs: today's code beside an earlier revision, in one run.
 
-For each size (default 1,000 and 10,000 runs: 4 patch sizes x 2 arms x N/8 seeds) it logs a synthetic sweep into a
-fresh sqlite MLflow store (setup, not part of the figures; beyond 1,000 runs the logged runs are replicated in SQL
-with new run ids and seeds, `replicate`), then times in fresh processes, one after the other:
+For each size (default 1,000 and 10,000 runs: 4 patch sizes x 2 arms x N/8 seeds) it logs a synthetic sweep (the
+tests' fixture, tests/synthetic_sweep.py) into a fresh sqlite MLflow store (setup, not part of the figures; beyond
+1,000 runs the logged runs are replicated in SQL with new run ids and seeds, `replicate`), then times in fresh
+processes, one after the other:
 
 - `new`: `build_report` of this checkout (bulk metric histories, analysis.history);
 - `before`: `build_report` of `--before REV` (default: the last revision that read one history per run and key),
@@ -106,7 +107,8 @@ def replicate(db: Path, copies: int, seeds: int) -> None:
 def measure(n_runs: int, work: Path, before: Path | None) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from analysis.synthetic import log_synthetic_sweep
+    sys.path.insert(0, str(ROOT / "tests"))  # the synthetic store is a test fixture, not package code
+    from synthetic_sweep import log_synthetic_sweep
 
     work.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{work.resolve()}/bench.db"

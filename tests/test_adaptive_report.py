@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from analysis.adaptive import DECISION_TAG, DESIGN_TAG, REASON_TAG, ROUND_TAG
 from analysis.report import build_report
 from analysis.sequential import Design
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The bootstrap methods (still selectable by name, still importable from analysis.bootstrap) against exact
-resampling distributions, normal theory and their own error messages; the default is now Student-t."""
+"""The bootstrap interval methods of analysis.intervals (selectable by name; the default is Student-t) against exact
+resampling distributions, normal theory and their own error messages."""
 import itertools
 import math
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.bootstrap import difference_of_means_ci, paired_mean_ci
+from analysis.intervals import difference_of_means_ci, paired_mean_ci
 
 
 def _exact_percentiles(values, q):

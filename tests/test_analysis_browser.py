@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import build_report
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")

@@ -8,10 +8,10 @@ from scipy import stats
 from analysis import load_runs
 from analysis.compare import COMPARISON_COLUMNS, compare_arms, holm
 from analysis.intervals import sign_flip_p_value
-from analysis.runs import higher_is_better
-from analysis.synthetic import log_synthetic_sweep
 from analysis.numbers import fmt_ci
 from analysis.verdict import effect_sentence, missing_arms, power_messages, verdict
+from specforce_contracts import higher_is_better
+from synthetic_sweep import log_synthetic_sweep
 
 FD = "eval/fd_pixel"
 
@@ -234,16 +234,11 @@ def test_classifier_accuracy_and_scores_are_higher_is_better():
         assert not higher_is_better(metric), metric
 
 
-def test_issue_demo_numbers_before_and_after(tmp_path):
-    """The store mirroring the demo of issue 9: the old default said "lowers" at patch 8; the new one does not."""
-    import importlib.util
-    from pathlib import Path
+def test_demo_numbers_before_and_after(tmp_path):
+    """The store mirroring the `make demo` numbers: the old default said "lowers" at patch 8; the new one does not."""
+    from verdict_demo_store import build
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verdict_demo_store.py"
-    spec = importlib.util.spec_from_file_location("verdict_demo_store", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    runs = load_runs("demo", module.build(tmp_path))
+    runs = load_runs("demo", build(tmp_path))
     metrics = ["eval/denoise_loss", FD]
     old = compare_arms(runs, metrics, method="expanded-percentile", interaction="expanded-percentile")
     old_rows = _rows(old, "eval/denoise_loss")

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.report import add_arguments, build_report, main
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ["metric", "patch_size", "tokens", "baseline_mean", "sf_mean", "delta", "ci_low", "ci_high", "n_pairs"]

@@ -7,7 +7,7 @@ import pytest
 from analysis import load_runs
 from analysis.artifacts import read_text
 from analysis.search import inferred_space, rebuild_study, search_summary, spec_search_space
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 FD = "eval/fd_pixel"
 

@@ -47,7 +47,7 @@ def test_t_buckets_are_the_loops():
 
 
 def test_default_tracking_uri_is_one_rule(tmp_path, monkeypatch):
-    from analysis.runs import default_tracking_uri as analysis_uri
+    from analysis.report import default_tracking_uri as analysis_uri
     from sweeps.tracking import absolute_tracking_uri, default_tracking_uri as sweeps_uri
 
     link = tmp_path / "link"
@@ -158,13 +158,13 @@ def test_analysis_and_sweeps_read_names_from_the_contracts():
     import analysis.adaptive
     import analysis.runs
     import analysis.selection
-    import analysis.synthetic
     import analysis.verdict
     import sweeps.adaptive
     import sweeps.tracking
+    import synthetic_sweep
 
     assert analysis.verdict.BUCKET_PREFIX == C.DENOISE_BUCKET_PREFIX
-    assert analysis.synthetic.BUCKETS == C.t_bucket_names()
+    assert synthetic_sweep.BUCKETS == C.t_bucket_names()
     assert "params.model.compression_ratio" in analysis.selection.MEASURED_PREFIXES
     assert "params." + C.SF_USED_PREFIX in analysis.selection.MEASURED_PREFIXES
     assert (analysis.runs.ROLE, analysis.runs.STATUS, analysis.runs.PROVENANCE) == (

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 import specforce_contracts as C
 from analysis import load_runs
 from analysis.compare import compare_arms
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 
 def _stamp(uri: str, run_ids, digest: str) -> None:

@@ -298,7 +298,7 @@ def test_two_architectures_never_pair_in_the_analysis(tmp_path):
 
     from analysis import load_runs
     from analysis.compare import compare_arms
-    from analysis.synthetic import log_synthetic_sweep
+    from synthetic_sweep import log_synthetic_sweep
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

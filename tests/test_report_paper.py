@@ -2,7 +2,7 @@
 secondary metrics as a table, a capped 'What to run next', Methods once at the end; report.tex with booktabs tables;
 every figure as PNG, PDF and SVG; the verdict as the sweep run's MLflow description.
 
-The store is benchmarks/verdict_demo_store.py (the `make demo` numbers): its per-seed paired differences are known,
+The store is tests/verdict_demo_store.py (the `make demo` numbers): its per-seed paired differences are known,
 so the table's numbers are checked against SciPy's t interval on those differences, printed by the rule.
 
     .venv/bin/python -m pytest tests/test_report_paper.py -q
@@ -19,7 +19,7 @@ from scipy import stats
 
 from analysis.numbers import fmt_ci
 from analysis.report import NOTE_TAG, build_report
-from benchmarks.verdict_demo_store import DIFFS, build
+from verdict_demo_store import DIFFS, build
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from analysis import history
 from analysis.report import NOTE_TAG, build_report
 from analysis.runs import load_tables
-from analysis.synthetic import log_synthetic_sweep
+from synthetic_sweep import log_synthetic_sweep
 
 KEY = ["run_id", "metric", "timestamp", "step", "value"]
 

@@ -46,7 +46,7 @@ def test_metric_vs_patch_draws_at_most_max_dots_per_patch_and_keeps_small_arms_w
 
 def test_bench_replication_gives_distinct_runs_seeds_and_names(tmp_path):
     from analysis.runs import load_tables
-    from analysis.synthetic import log_synthetic_sweep
+    from synthetic_sweep import log_synthetic_sweep
     from benchmarks.bench_report import replicate
 
     uri = f"sqlite:///{tmp_path}/bench.db"

@@ -157,7 +157,7 @@ def test_analyse_look_on_a_logged_sweep_uses_the_grid_family_only(tmp_path):
 
     from analysis.adaptive import analyse_look
     from analysis.runs import load_tables
-    from analysis.synthetic import log_synthetic_sweep
+    from synthetic_sweep import log_synthetic_sweep
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep = log_synthetic_sweep(uri, "adaptive", patch_sizes=(8, 4), seeds=(0, 1, 2, 3, 4),

@@ -1,11 +1,11 @@
-"""A synthetic ablation logged through the real MLflow client, laid out like a sweep (DESIGN.md §3).
+"""A synthetic ablation logged through the real MLflow client, laid out like a sweep (DESIGN.md §3): a test fixture.
 
-For tests, the benchmark and trying the report without training: one parent run (specforce.role=sweep) and one
+For the analysis tests, benchmarks/bench_report.py and trying the report without training: one parent run (specforce.role=sweep) and one
 child per trial with the params, metric histories, status and provenance tags the sweeps layer logs. Each metric
 value is `level(patch) + seed_offset(seed, patch) + effect(patch) * sf + noise`; the seed offset is shared by
 both arms of a seed, as in real seed-paired runs, so paired differences see only `effect + noise`.
 
-    python -c "from analysis.synthetic import log_synthetic_sweep; \\
+    PYTHONPATH=tests python -c "from synthetic_sweep import log_synthetic_sweep; \\
         print(log_synthetic_sweep('sqlite:////tmp/synth.db', 'synth', effects={8: -6.0, 4: 0.0}))"
 """
 from __future__ import annotations
