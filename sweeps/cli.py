@@ -24,6 +24,8 @@ import os
 import pathlib
 import sys
 
+import specforce_contracts as C
+
 SHIPPED = pathlib.Path(__file__).resolve().parent / "configs"
 
 
@@ -61,9 +63,15 @@ def _cluster_is_here(address: str | None) -> bool:
 
 def _add_common(p: argparse.ArgumentParser, storage: bool = True) -> None:
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db; http://host:port for a server)")
+                   help=f"MLflow tracking URI (default: sqlite:///<cwd>/{C.DEFAULT_STORE_FILE}; http://host:port for a "
+                   "server)")
     if storage:
-        p.add_argument("--storage", default=None, help="Ray storage path for checkpoints (default: <cwd>/ray_results)")
+        p.add_argument("--storage", default=None,
+                       help=f"Ray storage path for checkpoints (default: <cwd>/{C.DEFAULT_STORAGE_DIR})")
+
+
+def _add_num_cpus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -90,43 +98,10 @@ def _load_spec(text: str):
 
 # ---------------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from trainers.training.config import dump_yaml, load_config
+    from sweeps.commands.train import train_command
 
-    from sweeps.local_run import preflight_train
-
-    overrides = dict(_parse_set(s) for s in args.set or [])
-    cfg = load_config(args.config, overrides)
-    if args.dry_run:  # the same checks as a real run, so "valid" means the run will start
-        preflight_train(cfg, pathlib.Path(args.out), tracking_uri=args.tracking_uri, experiment=args.experiment,
-                        run_name=args.run_name, dry_run=True)
-        print(dump_yaml(cfg), end="")
-        model = cfg.model.target or cfg.model.preset  # a plug-in model is named by its builder
-        print(f"# valid: would train {model} on {cfg.data.name} for {cfg.optim.total_images:,} images "
-              f"-> {args.out}", file=sys.stderr)
-        return 0
-    from sweeps.local_run import train_with_mlflow
-
-    metrics = train_with_mlflow(cfg, pathlib.Path(args.out), tracking_uri=args.tracking_uri,
-                                experiment=args.experiment, run_name=args.run_name)
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def _parse_set(text: str):
-    import yaml
-
-    from trainers.training.config import ConfigError
-
-    if "=" not in text:
-        raise ConfigError(f"--set: expects KEY=VALUE, e.g. model.patch_size=8 (got {text!r})")
-    key, value = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"--set: the key before '=' is empty (got {text!r})")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({' '.join(str(err).split())}) "
-                          f"(got {value!r})") from None
+    return train_command(args.config, pathlib.Path(args.out), sets=args.set or [], dry_run=args.dry_run,
+                         tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)
 
 
 # ---------------------------------------------------------------------------------------------------- sweep
@@ -178,17 +153,15 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from analysis.report import build_report
     from sweeps import tracking
-    from sweeps.runner import run_sweep
-    from sweeps.spec import load_spec
-
     from sweeps.preflight import check_out_dir, check_spec_environment, check_storage
+    from sweeps.runner import run_sweep
 
     spec = _load_spec(args.spec)
     uri = tracking.check_tracking_uri(args.tracking_uri, creates_store=True)
     check_storage(args.storage)
     check_out_dir(args.out or f"reports/{spec.name}")
     check_spec_environment(spec, num_cpus=args.num_cpus)
-    storage = args.storage or str(pathlib.Path.cwd() / "ray_results")
+    storage = args.storage or str(pathlib.Path.cwd() / C.DEFAULT_STORAGE_DIR)
     resume = (pathlib.Path(storage) / spec.name).exists()
     if resume:
         print(f"demo: continuing the sweep found in {storage}/{spec.name} (delete it to start over)")
@@ -228,7 +201,7 @@ def cmd_ui(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
-    from sweeps.eval_checkpoint import evaluate_checkpoint
+    from sweeps.commands.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(pathlib.Path(args.checkpoint), num_samples=args.num_samples,
                                   metrics=args.metrics, inception_weights=args.inception_weights)
@@ -238,7 +211,7 @@ def cmd_eval(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- prepare
 def cmd_prepare(args) -> int:
-    from sweeps.prepare import prepare_dataset, verify_prepared
+    from sweeps.commands.prepare import prepare_dataset, verify_prepared
 
     if args.verify:
         verify_prepared(args.src, workers=args.workers)  # `prepare --verify DEST`: the one folder is DEST
@@ -257,7 +230,7 @@ def cmd_prepare(args) -> int:
 
 # ------------------------------------------------------------------------------------------ cluster jobs
 def cmd_submit(args) -> int:
-    from sweeps.submit import submit
+    from sweeps.commands.submit import submit
 
     _load_spec(args.spec)  # a missing spec is named before the cluster is contacted
     job_id = submit(_spec_path(args.spec), address=args.address, tracking_uri=args.tracking_uri,
@@ -267,7 +240,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_job(args) -> int:
-    from sweeps.submit import job_command
+    from sweeps.commands.submit import job_command
 
     return job_command(args.command, args.job_id, address=args.address, follow=getattr(args, "follow", False))
 
@@ -289,10 +262,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one run (no Ray) from a config YAML", formatter_class=fmt,
                        description="Train one model from a config. Re-running the same command resumes from "
-                                   "OUT/checkpoint.pt.\n\nexample: specforce train sweeps/configs/tiny_train.yaml "
+                                   f"OUT/{C.RUN_CHECKPOINT_FILE}.\n\nexample: specforce train "
+                                   "sweeps/configs/tiny_train.yaml "
                                    "--out runs/tiny --set spectral.enabled=true")
     p.add_argument("config", help="training config YAML (sections: model, data, spectral, flow, optim, sample, eval)")
-    p.add_argument("--out", default="runs/train", help="run folder: checkpoint, sample grids, metrics.jsonl")
+    p.add_argument("--out", default="runs/train", help=f"run folder: checkpoint, sample grids, {C.RUN_METRICS_FILE}")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. model.patch_size=8")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, validate, exit")
     p.add_argument("--experiment", default="train", help="MLflow experiment for this run (default: train)")
@@ -310,7 +284,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep without rerunning finished trials")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and every trial, validate, exit")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (ray://... or host:port)")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_num_cpus(p)
     _add_verbose(p)
     _add_common(p)
     p.set_defaults(func=cmd_sweep)
@@ -355,7 +329,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "Ray, then the report.\nRe-running continues an interrupted demo.")
     p.add_argument("--spec", default="demo.yaml", help="sweep spec (default: the shipped demo.yaml)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>)")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    _add_num_cpus(p)
     _add_verbose(p)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
@@ -402,7 +376,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("eval", help="evaluate a finished run's EMA checkpoint (FID/IS, fd_*, spectra)")
-    p.add_argument("checkpoint", help="ema.pt or checkpoint.pt written by a run")
+    p.add_argument("checkpoint", help=f"{C.RUN_EMA_FILE} or {C.RUN_CHECKPOINT_FILE} written by a run")
     p.add_argument("--num-samples", type=positive_int, default=None,
                    help="samples to generate (default: the run's eval setting)")
     p.add_argument("--metrics", nargs="+", default=None, help="fd_pixel fid classifier spectrum (default: the run's)")

@@ -1,49 +1,42 @@
-"""What a sweep shows on the terminal: one live progress view; Ray's and the workers' logs go to a file.
+"""What a sweep shows on the terminal: one live progress view per phase (Ray's and the workers' logs go to a file).
 
     specforce sweep sweeps/configs/smoke.yaml              # the view; logs in <storage>/<name>/logs/<time>.log
-    specforce sweep sweeps/configs/smoke.yaml --verbose    # Ray's and the workers' logs streamed as well
-    python -m sweeps.progress                              # draws a sample view (no Ray), to see the layout
+    specforce sweep sweeps/configs/smoke.yaml --verbose    # a line per evaluation; Ray's and the workers' logs too
+    .venv/bin/python -m pytest tests/test_progress.py -q -k "not real_sweep"   # CPU, no Ray cluster
 
 By default (quiet) the terminal gets the sweep's header, the log file's path, one progress view per phase (trials
 done / running / queued, elapsed and ETA, the latest primary metric of each running trial) and the final lines of
-the command. Everything else a sweep prints goes to the log file: Ray's and Tune's own output (Tune prints its
-experiment table even at verbose=0), MLflow's logging and the stdout/stderr of every Ray process (Train controller,
-workers: `TrainingReport(...)` dumps, the PreemptionWatcher error line). A Python warning raised by this project's
-own code (e.g. a rank-deficient covariance) is something a user can act on: it is shown once per sweep, however
-many trials raise it, with its file and line.
+the command. Everything else a sweep prints goes to the log file (sweeps/ray_log.py routes it there): Ray's and
+Tune's own output (Tune prints its experiment table even at verbose=0), MLflow's logging and the stdout/stderr of
+every Ray process. A warning raised by this project's own code is shown once per sweep, with its file and line.
 
 On a terminal the view is redrawn in place (at most once a second, and on every trial event); when the output is a
 file or a pipe (CI, `specforce logs`) it prints one line per evaluation and per finished trial instead.
-`--verbose` keeps today's behaviour: a line per evaluation and every Ray log line streamed (and still copied to the
-file).
+`--verbose` prints a line per evaluation (`ProgressPrinter`) between Ray's log lines, which are streamed as well
+(and still copied to the file).
+
+Both views are Tune callbacks that run in the driver; a trial is named by sweeps/trial_identity.py's `trial_key`.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
-import io
-import logging
 import math
 import os
 import pathlib
-import re
 import shutil
 import sys
-import tempfile
-import threading
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator, TextIO
+from typing import TextIO
 
 from ray.tune import Callback
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# a Python warning as the warnings module formats it: "<file>:<line>: <Category>: <message>"
-WARNING_LINE = re.compile(r"(?P<file>/\S+\.py):(?P<line>\d+): (?P<category>\w*Warning): (?P<message>.+)")
+import specforce_contracts as C
+from sweeps.ray_log import LogRouting, LogSink
+from sweeps.trial_identity import identify, trial_key
+
 REDRAW_S = 1.0  # live view: redraws at most this often between trial events (elapsed and ETA tick)
 MAX_TRIAL_LINES = 8  # live view: running trials listed one per line, the rest counted
-LOGGERS = ("ray", "mlflow", "alembic", "py.warnings")  # driver-side loggers whose records go to the file
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -125,7 +118,7 @@ def render_live(state: PhaseState, now: float, width: int) -> list[str]:
 
 def trial_text(trial: TrialState, primary: str) -> str:
     of = f" of {trial.total_images:,}" if trial.total_images else ""
-    text = f"{trial.key} @ {trial.images:,} images{of}"  # "@ N images" as before issue 13: scripts grep for it
+    text = f"{trial.key} @ {trial.images:,} images{of}"  # "@ N images": scripts grep for it
     return text + (f": {primary}={fmt_value(trial.metric)}" if trial.metric is not None else ": training")
 
 
@@ -134,53 +127,11 @@ def render_summary(state: PhaseState, now: float) -> str:
     return f"[{state.phase}] {state.done}/{state.total} trials done{failed} in {fmt_time(now - state.started)}"
 
 
-class LogSink:
-    """The log file, written from several threads (main loop, Ray's log listener, logging handlers)."""
-
-    def __init__(self, path: pathlib.Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8", errors="replace")
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            self._file.write(text)
-            self._file.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-class _Stream(io.TextIOBase):
-    """sys.stdout/sys.stderr stand-in while a quiet sweep runs Tune: everything printed goes to the log file."""
-
-    def __init__(self, sink: LogSink):
-        self.sink = sink
-
-    def write(self, text: str) -> int:
-        return self.sink.write(text)
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-
 class SweepConsole:
     """The terminal and the log file of one sweep invocation; `phase()` gives each phase's Tune callback.
 
-    Use as a context manager around the whole sweep: it routes Ray's, MLflow's and the workers' output to the log
-    file (quiet) or to both (verbose), and restores every handler it replaced on exit.
+    Use as a context manager around the whole sweep: its `routing` (sweeps/ray_log.py) sends Ray's, MLflow's and the
+    workers' output to the log file (quiet) or to both (verbose), and restores every handler it replaced on exit.
     """
 
     def __init__(self, log_path: pathlib.Path, *, verbose: bool = False, out: TextIO | None = None):
@@ -188,133 +139,39 @@ class SweepConsole:
         self.verbose = verbose
         self.live = (not verbose) and bool(getattr(self.out, "isatty", lambda: False)())
         self.log = LogSink(log_path)
-        self._shown_warnings: set[tuple[str, str, str]] = set()
-        self._saved_handlers: dict[str, tuple[list[logging.Handler], bool]] = {}
-        self._saved_showwarning = None
-        self._ray_hooked = False
+        self.routing = LogRouting(self.log, verbose=verbose, show=self._show)
         self.view: ProgressView | None = None  # the phase being shown, to interleave messages with its block
 
     # ------------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> "SweepConsole":
         self.log.write(f"\n=== specforce sweep, {datetime.datetime.now().isoformat(timespec='seconds')}, "
                        f"pid {os.getpid()}, {'verbose' if self.verbose else 'quiet'} ===\n")
-        handler = logging.StreamHandler(self.log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        for name in LOGGERS:
-            logger = logging.getLogger(name)
-            self._saved_handlers[name] = (list(logger.handlers), logger.propagate)
-            logger.handlers = ([*logger.handlers] if self.verbose else []) + [handler]
-            logger.propagate = logger.propagate and self.verbose  # quiet: not to the root logger's stderr either
-        self._saved_showwarning = warnings.showwarning
-        warnings.showwarning = self._showwarning
+        self.routing.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close_view()
-        if self._ray_hooked:
-            self._unhook_ray()
-        for name, (handlers, propagate) in self._saved_handlers.items():
-            logger = logging.getLogger(name)
-            logger.handlers, logger.propagate = handlers, propagate
-        if self._saved_showwarning is not None:
-            warnings.showwarning = self._saved_showwarning
+        self.routing.__exit__(*exc)
         self.log.close()
 
     def print(self, text: str) -> None:
         """A line the user should see (and the log keeps), placed above a live block."""
         self.log.write(text + "\n")
+        self._show(text)
+
+    def _show(self, text: str) -> None:
         if self.view is not None:
             self.view.message(text)
         else:
             print(text, file=self.out, flush=True)
 
-    # --------------------------------------------------------------------------------------- Ray logs
     def hook_ray(self) -> None:
-        """After ray.init(log_to_driver=True): Ray's forwarded process output goes to the file (and, verbose, on).
+        """After ray.init: Ray's processes' output to the log file (sweeps/ray_log.py)."""
+        self.routing.hook_ray()
 
-        Ray forwards every process's stdout/stderr to the driver through one dispatcher; its `ray_print_logs`
-        handler prints them. Quiet, that handler is removed and ours writes the lines to the log file instead.
-        """
-        from ray._private import worker as ray_worker
-
-        dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
-        if dispatcher is None or not hasattr(dispatcher, "add_handler"):
-            raise RuntimeError(f"ray {__import__('ray').__version__}: ray._private.worker has no "
-                               "global_worker_stdstream_dispatcher; sweeps/progress.py needs updating for it")
-        names = [name for name, _ in dispatcher.handlers]
-        for name in ("specforce_log_file", "specforce_late_log"):  # an earlier sweep in this process
-            dispatcher.remove_handler(name)
-        if not self.verbose:
-            dispatcher.remove_handler("ray_print_logs")
-        elif "ray_print_logs" not in names and ray_worker.global_worker.mode is not None:
-            import functools  # verbose after a quiet sweep in the same process: Ray's printer back
-
-            ignore = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
-            dispatcher.add_handler("ray_print_logs",
-                                   functools.partial(ray_worker.print_to_stdstream, ignore_prefix=ignore))
-        dispatcher.add_handler("specforce_log_file", self._on_ray_lines)
-        self._ray_hooked = True
-
-    def _unhook_ray(self) -> None:
-        """Quiet stays quiet after the sweep: Ray stays up in this process, and what its processes print while they
-        wind down is appended to the same log file rather than to the terminal under the command's last lines."""
-        from ray._private import worker as ray_worker
-
-        dispatcher = ray_worker.global_worker_stdstream_dispatcher
-        dispatcher.remove_handler("specforce_log_file")
-        if not self.verbose:
-            path = self.log.path
-
-            def late(data: dict[str, Any]) -> None:
-                with path.open("a", encoding="utf-8", errors="replace") as f:
-                    f.write("".join(f"(pid={data.get('pid')}) {line}\n" for line in data.get("lines", [])))
-
-            dispatcher.add_handler("specforce_late_log", late)
-        self._ray_hooked = False
-
-    def _on_ray_lines(self, data: dict[str, Any]) -> None:
-        who = data.get("actor_name") or data.get("task_name") or ""
-        prefix = f"({who + ' ' if who else ''}pid={data.get('pid')})"
-        lines = data.get("lines", [])
-        if data.get("pid") == "autoscaler":  # its status table every few seconds: keep only events, as Ray does
-            from ray._private.worker import filter_autoscaler_events
-
-            lines = list(filter_autoscaler_events(lines))
-        self.log.write("".join(f"{prefix} {line}\n" for line in lines))
-        for line in lines:
-            self.scan_for_warning(line)
-
-    # ------------------------------------------------------------------------------------------ warnings
-    def scan_for_warning(self, line: str) -> None:
-        m = WARNING_LINE.search(line)
-        if m:
-            self.warn_once(m["file"], m["line"], m["category"], m["message"])
-
-    def warn_once(self, filename: str, lineno: str, category: str, message: str) -> None:
-        """A warning raised by this project's code is shown once per sweep; others stay in the log file."""
-        try:
-            where = pathlib.Path(filename).resolve().relative_to(PROJECT_ROOT)
-        except ValueError:
-            return  # a library's warning: in the log file only
-        if where.parts and where.parts[0] in (".venv", "venv", "site-packages"):
-            return
-        key = (str(where), str(lineno), category)
-        if key in self._shown_warnings:
-            return
-        self._shown_warnings.add(key)
-        text = (f"warning: {message.strip()} ({category}, {where}:{lineno}; shown once, every occurrence is in "
-                f"the log)")
-        if self.view is not None:
-            self.view.message(text)
-        else:
-            print(text, file=self.out, flush=True)
-
-    def _showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:
-        self.log.write(warnings.formatwarning(message, category, filename, lineno, line))
-        if self.verbose and self._saved_showwarning is not None:
-            self._saved_showwarning(message, category, filename, lineno, file, line)
-            return
-        self.warn_once(str(filename), str(lineno), category.__name__, str(message))
+    def capture(self):
+        """Around `tuner.fit()`: what Tune prints goes to the log file (quiet mode only)."""
+        return self.routing.capture()
 
     # --------------------------------------------------------------------------------------------- phases
     def phase(self, phase: str, total: int, primary: str, total_images: int | None = None) -> "ProgressView":
@@ -326,19 +183,6 @@ class SweepConsole:
         if self.view is not None:
             self.view.finish()
             self.view = None
-
-    @contextlib.contextmanager
-    def capture(self) -> Iterator[None]:
-        """Around `tuner.fit()`: what Tune and the callbacks print goes to the log file (quiet mode only)."""
-        if self.verbose:
-            yield
-            return
-        saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = _Stream(self.log)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = saved
 
 
 class ProgressView(Callback):
@@ -362,20 +206,16 @@ class ProgressView(Callback):
 
     # ------------------------------------------------------------------------------------ Tune events
     def on_trial_start(self, iteration, trials, trial, **info):
-        from sweeps.runner import _key
         from sweeps.trial import mark
 
-        key = _key(trial)
+        key, overrides = identify(trial.config, trial.trial_id)
         mark(key, "tune_trial_start")
-        overrides = (trial.config.get("plan") or {}).get("overrides", {})
         total = int(overrides.get("optim.total_images", self.total_images) or 0) or None
         self.state.running[key] = TrialState(key, time.time(), total_images=total)
         self._draw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from sweeps.runner import _key
-
-        key = _key(trial)
+        key = trial_key(trial)
         t = self.state.running.setdefault(key, TrialState(key, time.time(), total_images=self.total_images))
         t.images = int(result.get("images", t.images) or 0)
         if self.state.primary in result:
@@ -385,10 +225,9 @@ class ProgressView(Callback):
         self._draw(force=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from sweeps.runner import _key
         from sweeps.trial import mark
 
-        key = _key(trial)
+        key = trial_key(trial)
         mark(key, "tune_trial_complete")
         t = self.state.running.pop(key, None)
         self.state.done += 1
@@ -399,9 +238,7 @@ class ProgressView(Callback):
         self._draw(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from sweeps.runner import _key
-
-        key = _key(trial)
+        key = trial_key(trial)
         self.state.running.pop(key, None)
         self.state.failed += 1
         error_file = getattr(trial, "error_file", None)
@@ -475,21 +312,36 @@ def _last_line(path: str | None) -> str:
     return (lines[-1] if lines else "empty error file")[:300]
 
 
-def log_path_for(storage: str, name: str) -> pathlib.Path:
-    """`<storage>/<name>/logs/<time>.log`; a remote storage URI (s3://...) logs to the local temp folder."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if "://" in storage:
-        return pathlib.Path(tempfile.gettempdir()) / "specforce-logs" / f"{name}-{stamp}.log"
-    return pathlib.Path(storage) / name / "logs" / f"{stamp}.log"
+class ProgressPrinter(Callback):
+    """The verbose view: one line per evaluation and per finished trial (trials done/total and current metrics),
+    printed between Ray's streamed log lines."""
 
+    def __init__(self, phase: str, total: int, metric: str | None):
+        self.phase, self.total, self.metric = phase, total, metric
+        self.done = 0
+        self.t0 = time.time()
 
-if __name__ == "__main__":  # a sample of the live block, for eyeballing the layout
-    from specforce_contracts import DENOISE_LOSS
+    def on_trial_start(self, iteration, trials, trial, **info):
+        from sweeps.trial import mark
 
-    now = time.time()
-    demo = PhaseState("grid", 12, DENOISE_LOSS, now - 150, done=5)
-    demo.running = {"p16-sf0-1a2b3c": TrialState("p16-sf0-1a2b3c", now - 40, 9600, 19200, 0.412),
-                     "p8-sf1-4d5e6f": TrialState("p8-sf1-4d5e6f", now - 10, 0, 19200)}
-    demo.last_finished = ("p16-sf1-777777", 0.388)
-    print("\n".join(render_live(demo, now, shutil.get_terminal_size((100, 24)).columns)))
-    print(render_summary(demo, now))
+        mark(trial_key(trial), "tune_trial_start")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        shown = {k: result[k] for k in (self.metric, C.DENOISE_LOSS, C.FD_PIXEL, C.TRAIN_LOSS)
+                 if k and k in result}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        print(f"[{self.phase}] {trial_key(trial)} @ {result.get(C.IMAGES_KEY, 0):,} images: {text}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from sweeps.trial import mark
+
+        mark(trial_key(trial), "tune_trial_complete")
+        self.done += 1
+        print(f"[{self.phase}] trial {trial_key(trial)} finished ({self.done}/{self.total}, "
+              f"{time.time() - self.t0:.0f}s elapsed)", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        error_file = getattr(trial, "error_file", None)
+        print(f"[{self.phase}] trial {trial_key(trial)} FAILED ({self.done}/{self.total}): {_last_line(error_file)} "
+              f"(traceback: {error_file})", flush=True)

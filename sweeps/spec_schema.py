@@ -44,7 +44,7 @@ class Dimension(_Strict):
                 raise ValueError(f"low={self.low} must be below high={self.high}")
             if self.log and self.low <= 0:
                 raise ValueError(f"log scale needs low > 0, got low={self.low}")
-            # what Optuna's Int/FloatDistribution accept (sweeps/runner.py builds them only when the sweep starts)
+            # what Optuna's Int/FloatDistribution accept (sweeps/tune_setup.py builds them only when the sweep starts)
             if self.step is not None and not self.step > 0:
                 raise ValueError(f"step must be > 0, got step={self.step}")
             if self.type == "int" and any(v is not None and v != int(v) for v in (self.low, self.high, self.step)):

@@ -33,6 +33,7 @@ from specforce_contracts import IMAGES_KEY, TrialRecord, default_tracking_uri  #
 from specforce_contracts import REPORT_HISTORY_KEY as HISTORY_KEY, REPORT_PROVENANCE_KEY as PROVENANCE_KEY
 from specforce_contracts import REPORT_RECORD_KEY as RECORD_KEY
 from sweeps.mlflow_writer import RunWriter, find_run, param_value, redact  # noqa: F401 (public here too)
+from sweeps.trial_identity import identify, trial_key
 
 ROLE, TRIAL_ID, STATUS, SWEEP_KEY, PARENT = C.ROLE_TAG, C.TRIAL_ID_TAG, C.STATUS_TAG, C.SWEEP_KEY_TAG, C.PARENT_TAG
 # run-folder subfolders whose files become artifacts in the folder of the same name
@@ -53,7 +54,7 @@ def absolute_tracking_uri(uri: str | None) -> str:
         from sweeps.errors import UserError
 
         raise UserError("--tracking-uri", "the file: store is deprecated in MLflow 3 and raises; use "
-                        "sqlite:///path/mlflow.db or an http(s):// tracking server", uri)
+                        f"sqlite:///path/{C.DEFAULT_STORE_FILE} or an http(s):// tracking server", uri)
     return uri
 
 
@@ -71,7 +72,8 @@ def check_tracking_uri(uri: str | None, *, creates_store: bool, reach: bool = Tr
     uri = absolute_tracking_uri(uri)
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in KNOWN_SCHEMES:
-        hint = " (a bare path is MLflow's deprecated file store; use sqlite:///path/mlflow.db)" if not scheme else ""
+        hint = (f" (a bare path is MLflow's deprecated file store; use sqlite:///path/{C.DEFAULT_STORE_FILE})"
+                if not scheme else "")
         raise UserError("--tracking-uri", f"unknown tracking store scheme{hint}; known: "
                         f"{', '.join(s + '://' for s in KNOWN_SCHEMES)}", given)
     if scheme == "sqlite":
@@ -142,7 +144,7 @@ def completed_trial_ids(client: MlflowClient, experiment_id: str, parent_run_id:
 
     `--resume` runs a grid phase's other trials only. MLflow is the ledger here, not Tune's experiment state: Tune
     saves that state asynchronously, and a driver killed between two saves restores a phase that can re-enter a
-    finished trial or lack one (the CI failure of issue 11's resume test)."""
+    finished trial or lack one (a CI run of the driver-kill resume test once failed so)."""
     from analysis.runs import PAGE_SIZE, all_runs
 
     filt = (f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{C.ROLE_TRIAL}' "
@@ -155,7 +157,8 @@ class MlflowTrialLogger(Callback):
     """Tune callback: one MLflow child run per trial, logged from the driver only, through `RunWriter`.
 
     The run's params are the trial record the worker sends with its first report (TrialRecord: the config as it ran,
-    the data spectrum fit, the SF operator's describe()); nothing is re-resolved here."""
+    the data spectrum fit, the SF operator's describe()); nothing is re-resolved here. A trial's run is found by its
+    trial id (sweeps/trial_identity.py), the name its Ray Train run and progress line carry too."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, search_tag: str | None = None):
         self.tracking_uri = tracking_uri
@@ -180,23 +183,8 @@ class MlflowTrialLogger(Callback):
         state["writers"] = {}
         return state
 
-    # ------------------------------------------------------------------ identity
-    @staticmethod
-    def trial_key(trial) -> str:
-        plan = trial.config.get("plan")
-        return plan["trial_id"] if plan else trial.trial_id
-
-    def _overrides(self, trial) -> dict[str, Any]:
-        """What the trial was asked to run (logged as params only when it died before sending its record)."""
-        plan = trial.config.get("plan")
-        if plan:
-            return dict(plan["overrides"])
-        out = {k: v for k, v in trial.config.items() if "." in k or k == "seed"}
-        out["spectral.enabled"] = True
-        return out
-
     def _writer(self, trial) -> RunWriter:
-        key = self.trial_key(trial)
+        key = trial_key(trial)
         if key not in self.writers:
             tags = {C.ROLE_TAG: C.ROLE_TRIAL, C.TRIAL_ID_TAG: key, C.PARENT_TAG: self.parent_run_id,
                     C.STATUS_TAG: C.STATUS_RUNNING}
@@ -238,14 +226,15 @@ class MlflowTrialLogger(Callback):
                     writer.log_artifact(str(path), dest)
                     done.add(key)
         if final:
-            if (folder / "config.yaml").is_file():
-                writer.log_artifact(str(folder / "config.yaml"), C.ARTIFACT_CONFIG_DIR)
+            config = folder / C.RUN_CONFIG_FILE
+            if config.is_file():
+                writer.log_artifact(str(config), C.ARTIFACT_CONFIG_DIR)
                 # the resolved config under the contract's name
-                writer.log_text((folder / "config.yaml").read_text(), C.ARTIFACT_RESOLVED_CONFIG)
-            if (folder / "ema.pt").is_file():
-                writer.log_artifact(str(folder / "ema.pt"), C.ARTIFACT_CHECKPOINTS_DIR)
-            if (folder / "metrics.jsonl").is_file():
-                writer.log_artifact(str(folder / "metrics.jsonl"), C.ARTIFACT_LOGS_DIR)
+                writer.log_text(config.read_text(), C.ARTIFACT_RESOLVED_CONFIG)
+            if (folder / C.RUN_EMA_FILE).is_file():
+                writer.log_artifact(str(folder / C.RUN_EMA_FILE), C.ARTIFACT_CHECKPOINTS_DIR)
+            if (folder / C.RUN_METRICS_FILE).is_file():
+                writer.log_artifact(str(folder / C.RUN_METRICS_FILE), C.ARTIFACT_LOGS_DIR)
 
     def _total_images(self, writer: RunWriter) -> int | None:
         if writer.record is not None:
@@ -267,7 +256,7 @@ class MlflowTrialLogger(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         writer = self._writer(trial)
         if writer.record is None:  # died before its first report: log what it was asked to run
-            writer.log_params(self._overrides(trial))
+            writer.log_params(identify(trial.config, trial.trial_id).overrides)
         error = getattr(trial, "error_file", None)
         if error and pathlib.Path(error).is_file():
             writer.log_artifact(error, C.ARTIFACT_LOGS_DIR)

@@ -15,16 +15,16 @@ Inside each worker (`worker_loop`) the plain PyTorch `trainers.training.loop.Tra
 
 The MLflow side lives on the driver (sweeps/tracking.py): workers never write to the tracking store.
 
-Start-up per trial (issue 13): Ray starts about eight processes per trial (Tune's trial actor and its report queue,
+Start-up per trial: Ray starts about eight processes per trial (Tune's trial actor and its report queue,
 the Train controller, its placement-group cleaner, a synchronization actor, the worker, a Ray Data manager and a
 preemption watcher), each paying Python + Ray start-up, most of them `import ray.train` (pandas, ray.data: ~3 s of
 one core) and three of them `import torch`. On 2 cores those imports, not waiting, are the overhead. The lean launch
 (default) keeps Ray Train's workers, DDP, FailureConfig and checkpoints and drops the rest where it is idle:
-- the Tune trial actor is reused by the next trial (`reuse_actors`, sweeps/runner.py);
+- the Tune trial actor is reused by the next trial (`reuse_actors`, sweeps/tune_setup.py);
 - no Ray Data manager when the trainer gets no datasets, and the controller never imports torch (its backend
   config is `WorkerTorchConfig`, sweeps/train_backend.py) (`lean_trainer_class`);
-- no placement-group cleaner on the embedded local cluster in phases without an early-stopping scheduler (runner.py
-  decides; `lean_trainer_class` says why it is safe there);
+- no placement-group cleaner on the embedded local cluster in phases without an early-stopping scheduler
+  (sweeps/tune_setup.py decides; `lean_trainer_class` says why it is safe there);
 - on the embedded local cluster the preemption watcher is off and the controller polls every 0.5 s instead of 2 s
   (`LEAN_RAY_ENV`).
 `SPECFORCE_TRIAL_LAUNCH=stock` restores Ray's settings (benchmarks/bench_sweep_overhead.py compares the two).
@@ -44,8 +44,9 @@ from typing import Any
 from trainers.training.config import config_from_dict, config_with_overrides
 from trainers.training.loop import Hooks, Trainer, TrainingRun
 # what a report carries besides metrics: names shared with the driver's MLflow logger (sweeps/tracking.py)
-from specforce_contracts import IMAGES_KEY, REPORT_HISTORY_KEY as HISTORY_KEY
+from specforce_contracts import IMAGES_KEY, REPORT_HISTORY_KEY as HISTORY_KEY, RUN_METRICS_FILE
 from specforce_contracts import REPORT_PROVENANCE_KEY as PROVENANCE_KEY, REPORT_RECORD_KEY as RECORD_KEY
+from sweeps.trial_identity import identify
 
 # benchmarks/bench_sweep_overhead.py sets this to a file: every process of a trial appends timestamped events to it
 TIMELINE_ENV = "SPECFORCE_TIMELINE"
@@ -113,7 +114,7 @@ class RayReportHooks(Hooks):
 
         assert self.run is not None
         history = self.history
-        log_file = path.parent / "metrics.jsonl"  # rank 0's every metrics row, part of the checkpointed run folder
+        log_file = path.parent / RUN_METRICS_FILE  # rank 0's every metrics row, part of the checkpointed run folder
         if self.rank == 0 and log_file.is_file():
             # every row so far, not only those since the last report: if the driver dies after Ray persisted this
             # checkpoint but before it logged this report, the resumed trial restarts from the checkpoint and would
@@ -201,12 +202,8 @@ def trial_trainable(config: dict[str, Any], *, base: dict[str, Any], resources: 
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    if "plan" in config:
-        trial_id, overrides = config["plan"]["trial_id"], dict(config["plan"]["overrides"])
-    else:  # Optuna suggestion: the searched keys, always with SF on (baselines run as their own grid)
-        trial_id = ray.tune.get_context().get_trial_id()
-        overrides = {key: config[key] for key in search_keys}
-        overrides["spectral.enabled"] = True
+    # a grid plan, or an Optuna suggestion: the searched keys, always with SF on (baselines run as their own grid)
+    trial_id, overrides = identify(config, ray.tune.get_context().get_trial_id(), search_keys)
     mark(trial_id, "trainable_start")
     cfg = config_with_overrides(base, overrides)
     use_gpu = bool(resources["use_gpu"])

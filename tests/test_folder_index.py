@@ -120,7 +120,7 @@ def test_unwritable_cache_warns_once_and_still_indexes(tmp_path, monkeypatch):
 
 
 def test_prepare_runs_its_shards_as_ray_tasks(tmp_path, monkeypatch):
-    from sweeps.prepare import prepare_dataset
+    from sweeps.commands.prepare import prepare_dataset
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     src = make_folder(tmp_path / "src", classes=2, per_class=5)

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from sweeps import runner
+from sweeps import ray_cluster
 
 
 class _OSPicks:
@@ -29,7 +29,7 @@ def test_the_dashboard_agents_default_port_is_skipped(monkeypatch):
 
     assert AGENT == 52365  # the port of the CI failure; the check below must keep following Ray's constant
     monkeypatch.setattr(socket, "socket", _OSPicks([AGENT, AGENT, 40123]))
-    assert runner.dashboard_port() == 40123
+    assert ray_cluster.dashboard_port() == 40123
 
 
 def test_ray_refuses_the_collision_that_dashboard_port_avoids():
@@ -41,7 +41,7 @@ def test_ray_refuses_the_collision_that_dashboard_port_avoids():
 
 
 def test_a_real_free_port_is_bindable():
-    port = runner.dashboard_port()
+    port = ray_cluster.dashboard_port()
     assert port != 52365
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))

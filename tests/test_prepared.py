@@ -18,7 +18,7 @@ from PIL import Image
 
 from image_helpers import make_folder
 from sweeps.errors import UserError
-from sweeps.prepare import prepare_dataset, verify_prepared
+from sweeps.commands.prepare import prepare_dataset, verify_prepared
 from trainers.data.loader import build_dataset, infinite_loader, to_model_input
 from trainers.data.prepared_format import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError,
                                                manifest_digest)
@@ -271,7 +271,7 @@ def test_cli_refusals_are_one_line(tmp_path):
 def test_planning_and_folder_workers_never_import_torch(prepared, tmp_path):
     """prepare's serial start-up is the planner's and the pool workers' imports: for folders they stay torch-free."""
     src, _, _ = prepared
-    code = ("import sys; from sweeps.prepare import plan, write_shard; "
+    code = ("import sys; from sweeps.commands.prepare import plan, write_shard; "
             f"p = plan({str(src)!r}, 'imagefolder', 8, 4); "
             f"job = dict(dataset='imagefolder', src={str(src)!r}, dest={str(tmp_path / 'w')!r}, split='train', "
             "start=0, stop=4, image_size=8, channels=3, file='train/shard-00000.npy', "

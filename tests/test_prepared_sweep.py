@@ -10,7 +10,7 @@ import torch
 
 from image_helpers import make_folder
 from sweep_helpers import client_for, kill_group, run_cli, start_cli, trial_runs, wait_for, write_spec
-from sweeps.prepare import prepare_dataset
+from sweeps.commands.prepare import prepare_dataset
 from trainers.training.checkpoint import load_checkpoint
 
 

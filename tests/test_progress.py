@@ -1,5 +1,5 @@
-"""The sweep's terminal view (sweeps/progress.py): the rendered block, warnings shown once, the log file, and a real
-sweep run on a pseudo-terminal whose final screen is what a user sees.
+"""The sweep's terminal view (sweeps/progress.py; the log routing: sweeps/ray_log.py): the rendered block, warnings
+shown once, the log file, and a real sweep run on a pseudo-terminal whose final screen is what a user sees.
 
     flock /tmp/specforce-ray.lock .venv/bin/python -m pytest tests/test_progress.py -q
 """
@@ -57,8 +57,8 @@ def test_project_warnings_shown_once_library_warnings_only_logged(tmp_path):
             "the covariance is rank-deficient")
     with SweepConsole(log, out=out) as console:
         for pid in (11, 12, 13):  # three trials' workers raise the same warning
-            console._on_ray_lines({"pid": pid, "actor_name": "RayTrainWorker", "lines": [line, "  metrics[...] = x"]})
-        console._on_ray_lines({"pid": 14, "lines": ["/usr/lib/python3/x.py:1: UserWarning: a library's own"]})
+            console.routing.on_ray_lines({"pid": pid, "actor_name": "RayTrainWorker", "lines": [line, "  metrics[...] = x"]})
+        console.routing.on_ray_lines({"pid": 14, "lines": ["/usr/lib/python3/x.py:1: UserWarning: a library's own"]})
     shown = out.getvalue().splitlines()
     assert shown == [f"warning: only 64 samples for 1024-dimensional features: the covariance is rank-deficient "
                      "(RuntimeWarning, trainers/evaluation/evaluator.py:610; shown once, every occurrence is in the log)"]
@@ -109,7 +109,7 @@ def test_live_view_redraws_in_place_and_leaves_one_summary_line(tmp_path):
         assert screen[0] == "[grid] 2 trial(s)" and screen[1].startswith("[grid] ") and "0/2 done, 2 running" in screen[1]
         assert screen[2:] == ["  p8-sf0-abc @ 1,600 images of 3,200: eval/denoise_loss=4.25",
                               "  p8-sf1-abc @ 0 images of 3,200: training"]
-        console._on_ray_lines({"pid": 7, "lines": [f"{ROOT}/trainers/x.py:3: UserWarning: check this"]})
+        console.routing.on_ray_lines({"pid": 7, "lines": [f"{ROOT}/trainers/x.py:3: UserWarning: check this"]})
         for t in trials:
             view.on_trial_complete(0, trials, t)
         console.close_view()

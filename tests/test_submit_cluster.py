@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.spec import SpecError
-from sweeps.submit import check_reachable, check_tracking_uri
+from sweeps.commands.submit import check_reachable, check_tracking_uri
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"

@@ -2,7 +2,7 @@
 
     python -c "from trainers.data.image_files import scan_folder; print(len(scan_folder('photos', 'imagefolder')[1]))"
 
-The `imagefolder`/`imagenet` datasets (datasets/folder.py) wrap these in tensors; `specforce prepare` (sweeps/prepare.py)
+The `imagefolder`/`imagenet` datasets (datasets/folder.py) wrap these in tensors; `specforce prepare` (sweeps/commands/prepare.py)
 uses them directly, so its planner and its worker processes start without importing torch (seconds per process that
 would otherwise be serial start-up on a small machine).
 """

@@ -315,7 +315,7 @@ def evaluate_weights(cfg: TrainConfig, model: torch.nn.Module, *, channels: int,
                      ) -> tuple[dict[str, float], dict[str, Any]]:
     """One evaluation of the sampling weights in `model`: the held-out loss, then the sample metrics of `evaluator`
     (its artifacts written by rank 0 under out_dir/eval/), and `eval/seconds`. Returns (metrics, provenance).
-    The loop calls it with the EMA swapped in; `specforce eval` (sweeps/eval_checkpoint.py) with a checkpoint's."""
+    The loop calls it with the EMA swapped in; `specforce eval` (sweeps/commands/evaluate.py) with a checkpoint's."""
     metrics: dict[str, float] = {}
     provenance: dict[str, Any] = {}
     t0 = time.perf_counter()

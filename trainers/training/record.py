@@ -3,7 +3,7 @@
 `trial_record(run)` is a `specforce_contracts.TrialRecord`: the resolved config tree, the params derived from the
 built model (tokens, parameters, resolved bottleneck, compression ratio), the data spectrum's power-law fit, the snr
 schedule's own fit, and `SpectralForcing.describe()` of the operator inside the model (None without SF). The Ray
-worker sends it with its first report (sweeps/trial.py) and `specforce train` logs it (sweeps/local_run.py); both
+worker sends it with its first report (sweeps/trial.py) and `specforce train` logs it (sweeps/commands/train.py); both
 log it through sweeps/mlflow_writer.py, so a run's params say what ran, not what a driver re-derived.
 
     python -c "from trainers.training.loop import Trainer; from trainers.training.config import config_from_dict; \\

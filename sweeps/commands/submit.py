@@ -15,10 +15,10 @@ working dir, would be the job's temporary copy on the cluster, lost with the job
 
 A spec may lie anywhere (the user's own repository): one outside the project travels as a tiny staged package in the
 runtime env's `py_modules` (`specforce_spec_<hash>/spec.yaml`, its `base_config` inlined), and the entrypoint,
-`python -m sweeps.submit specforce_spec_<hash> ...`, finds it there and runs the sweep on it. A `model.target`
-builder outside the project travels the same way: its top-level package folder (or single-file module), located
-with importlib.util.find_spec on this machine, goes into `py_modules`, so the cluster needs no copy of the user's
-repository; installed packages (site-packages) must be installed on the cluster too.
+`python -m sweeps.commands.staged_sweep specforce_spec_<hash> ...`, finds it there and runs the sweep on it. A
+`model.target` builder outside the project travels the same way: its top-level package folder (or single-file
+module), located with importlib.util.find_spec on this machine, goes into `py_modules`, so the cluster needs no copy
+of the user's repository; installed packages (site-packages) must be installed on the cluster too.
 
     .venv/bin/python -m pytest tests/test_submit_external.py -q -m "slow or not slow"   # CPU, local Ray cluster
 """
@@ -38,12 +38,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from specforce_contracts import JOB_SPEC_METADATA
+from specforce_contracts import DEFAULT_STORAGE_DIR, DEFAULT_STORE_FILE, JOB_SPEC_METADATA
 from sweeps.spec import SpecError, _read_yaml, load_spec
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXCLUDES = [".venv", ".git", "mlflow.db", "mlartifacts", "mlruns", "ray_results", "reports", "runs", "*.pyc",
-            "__pycache__", ".pytest_cache", ".cache", ".specforce"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # the project: the job's working_dir
+# what stays on this machine: environments, stores and results (the defaults' names), caches
+EXCLUDES = [".venv", ".git", DEFAULT_STORE_FILE, "mlartifacts", "mlruns", DEFAULT_STORAGE_DIR, "reports", "runs",
+            "*.pyc", "__pycache__", ".pytest_cache", ".cache", ".specforce"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 STOP_GRACE_S = 60  # seconds a stopped job's driver gets to close its MLflow runs before Ray's SIGKILL
 
@@ -221,7 +222,7 @@ def submit(spec_path: pathlib.Path, *, address: str, tracking_uri: str | None, s
         if outside:
             package = stage_spec(spec_path, staging)
             py_modules.append(str(staging / package))
-            args = ["-m", "sweeps.submit", package, *sweep_args]
+            args = ["-m", "sweeps.commands.staged_sweep", package, *sweep_args]
         else:
             args = ["-m", "sweeps.cli", "sweep", spec_rel, *sweep_args]
         entrypoint = " ".join(shlex.quote(a) for a in [python, *args])
@@ -292,19 +293,3 @@ def _job_command(client, command: str, job_id: str, follow: bool) -> int:
         print(f"{job_id}: {'stop requested' if stopped else 'already finished'}")
         return 0
     raise SpecError(f"unknown job command {command!r}")
-
-
-def run_staged(argv: list[str]) -> int:
-    """On the cluster: `python -m sweeps.submit specforce_spec_<hash> SWEEP_ARGS...` sweeps the staged spec, which
-    py_modules extracted somewhere on the node's PYTHONPATH (found by importing nothing, only find_spec)."""
-    from sweeps.cli import main
-
-    found = importlib.util.find_spec(argv[0])
-    if found is None or not found.submodule_search_locations:
-        raise SystemExit(f"specforce submit: staged spec package {argv[0]!r} not on this node's path")
-    spec_file = pathlib.Path(list(found.submodule_search_locations)[0]) / "spec.yaml"
-    return main(["sweep", str(spec_file), *argv[1:]])
-
-
-if __name__ == "__main__":
-    sys.exit(run_staged(sys.argv[1:]))

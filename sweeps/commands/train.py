@@ -1,12 +1,18 @@
-"""`specforce train` without Ray: one process, so it may write MLflow directly (`specforce eval`: eval_checkpoint.py).
+"""`specforce train` without Ray: one process, so it may write MLflow directly (`specforce eval`: evaluate.py).
 
     specforce train sweeps/configs/tiny_train.yaml --out runs/tiny          # logs to ./mlflow.db, experiment "train"
+    specforce train sweeps/configs/tiny_train.yaml --dry-run --set model.patch_size=8   # CPU, seconds: checks only
+
+`train_command` is the command (sweeps/cli.py parses its flags); `preflight_train` refuses what a run would trip over
+before it writes anything; `MlflowHooks` logs the run through the sweeps' own writer (sweeps/mlflow_writer.py).
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import time
+from typing import Any
 
 import specforce_contracts as C
 from trainers.training.config import TrainConfig
@@ -44,7 +50,7 @@ class MlflowHooks(Hooks):
         self.writer.log_artifact(str(path), artifact_dir)
 
     def on_end(self, run: TrainingRun, final_metrics: dict[str, float]) -> None:
-        self.writer.log_text((run.out_dir / "config.yaml").read_text(), C.ARTIFACT_RESOLVED_CONFIG)
+        self.writer.log_text((run.out_dir / C.RUN_CONFIG_FILE).read_text(), C.ARTIFACT_RESOLVED_CONFIG)
         self.writer.set_provenance(run.provenance)
         self.writer.end(C.STATUS_COMPLETED)
 
@@ -99,10 +105,8 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
     except BaseException as err:
         if hooks is not None:
             hooks.fail()
-        from specforce_contracts import RUN_CHECKPOINT_FILE
-
         marked = f"; MLflow run {hooks.run_id} marked FAILED" if hooks is not None else ""
-        if (out_dir / RUN_CHECKPOINT_FILE).is_file():
+        if (out_dir / C.RUN_CHECKPOINT_FILE).is_file():
             where, then = f"partial output in {out_dir}", "resume from its last checkpoint"
         elif out_dir.exists():
             where, then = f"partial output in {out_dir} (no checkpoint yet)", "start over"
@@ -112,3 +116,40 @@ def train_with_mlflow(cfg: TrainConfig, out_dir: pathlib.Path, *, tracking_uri: 
               file=sys.stderr, flush=True)
         raise
 
+
+def train_command(config: str, out_dir: pathlib.Path, *, sets: list[str], dry_run: bool, tracking_uri: str | None,
+                  experiment: str, run_name: str | None) -> int:
+    """`specforce train CONFIG --out OUT [--set K=V ...] [--dry-run]`: the metrics as JSON on stdout; a dry run prints
+    the resolved config after the same checks as a real run, so "valid" means the run will start."""
+    from trainers.training.config import dump_yaml, load_config
+
+    cfg = load_config(config, dict(parse_set(s) for s in sets))
+    if dry_run:
+        preflight_train(cfg, out_dir, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+                        dry_run=True)
+        print(dump_yaml(cfg), end="")
+        model = cfg.model.target or cfg.model.preset  # a plug-in model is named by its builder
+        print(f"# valid: would train {model} on {cfg.data.name} for {cfg.optim.total_images:,} images "
+              f"-> {out_dir}", file=sys.stderr)
+        return 0
+    metrics = train_with_mlflow(cfg, out_dir, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """One `--set KEY=VALUE`: the dotted key and the value read as YAML (`8`, `true`, `[0.9, 0.95]`)."""
+    import yaml
+
+    from trainers.training.config import ConfigError
+
+    if "=" not in text:
+        raise ConfigError(f"--set: expects KEY=VALUE, e.g. model.patch_size=8 (got {text!r})")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set: the key before '=' is empty (got {text!r})")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key.strip()}: the value is not valid YAML ({' '.join(str(err).split())}) "
+                          f"(got {value!r})") from None

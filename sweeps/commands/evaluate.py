@@ -3,9 +3,10 @@
     specforce eval runs/tiny/ema.pt --num-samples 500                 # the sampling weights `train` saves at the end
     specforce eval runs/tiny/checkpoint.pt --metrics fd_pixel spectrum  # a checkpoint: its EMA shadow sample.ema_index
 
-The model, SF operator, sampler, held-out loss and evaluator come from the loop's own builders (trainers/training/builders.py,
-trainers/evaluation/heldout.py) and its evaluation step (`trainers.training.loop.evaluate_weights`), built from the config stored in the
-checkpoint with the command's overrides; the held-out denoising loss is always computed. Writes
+The model, SF operator, sampler, held-out loss and evaluator come from the loop's own builders
+(trainers/training/builders.py, trainers/evaluation/heldout.py) and its evaluation step
+(`trainers.training.loop.evaluate_weights`), built from the config stored in the checkpoint with the command's
+overrides; the held-out denoising loss is always computed. Writes
 `<checkpoint folder>/eval-<checkpoint name>/` (config.yaml, metrics.jsonl, eval/*.json) and prints the metrics and
 their provenance as JSON. Reference statistics are cached in the runs folder's `.cache` (as `train` does).
 CPU check: `.venv/bin/python -m pytest tests/test_train_cli.py tests/test_cli_errors.py -q -k eval`.
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+import specforce_contracts as C
 from trainers.training.config import TrainConfig
 
 
@@ -65,11 +67,10 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
     """{"images_seen", "eval/...": value, ..., "provenance"} of the checkpoint at `path` (module docstring)."""
     from sweeps.preflight import check_inception_weights
     from trainers.training.accel import compile_blocks
-    from trainers.training.builders import build_dataset_for, build_denoiser, build_evaluator, build_flow
+    from trainers.training.builders import build_dataset_for, build_denoiser, build_evaluator, build_flow, build_heldout
     from trainers.training.checkpoint import load_checkpoint
     from trainers.training.config import dump_yaml
     from trainers.training.environment import check_environment
-    from trainers.evaluation.heldout import HeldOutLoss
     from trainers.training.loop import Hooks, evaluate_weights
 
     state = load_checkpoint(path)
@@ -84,7 +85,7 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
         compile_blocks(model, device=device, mode=cfg.model.compile_mode)
     out_dir = path.parent / f"eval-{path.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(dump_yaml(cfg))  # the resolved config next to every output
+    (out_dir / C.RUN_CONFIG_FILE).write_text(dump_yaml(cfg))  # the resolved config next to every output
     eval_set = build_dataset_for(cfg, "test")
     evaluator = build_evaluator(cfg, eval_set, device, path.parent.parent / ".cache")
     load_sampling_weights(model, state, cfg)
@@ -92,9 +93,9 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
     with torch.no_grad():
         out, provenance = evaluate_weights(cfg, model, channels=dataset.channels, num_classes=dataset.num_classes,
                                            device=device, rank=0, flow=build_flow(cfg, dataset.num_classes),
-                                           heldout=HeldOutLoss.from_config(cfg, eval_set, device),
+                                           heldout=build_heldout(cfg, eval_set, device),
                                            evaluator=evaluator, out_dir=out_dir, on_artifact=lambda *_: None)
-    with (out_dir / "metrics.jsonl").open("a") as f:
+    with (out_dir / C.RUN_METRICS_FILE).open("a") as f:
         f.write(json.dumps({"images": images, **out}) + "\n")
     Hooks().on_metrics(images, out)  # the loop's progress line
     return {"images_seen": images, **out, "provenance": provenance}

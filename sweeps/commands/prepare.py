@@ -2,7 +2,8 @@
 
     specforce prepare photos/ data/photos64 --dataset imagefolder --image-size 64          # every core here
     specforce prepare /data/imagenet /data/in256 --dataset imagenet --image-size 256 --address ray://head:10001
-    .venv/bin/python -c "from sweeps.prepare import prepare_dataset; prepare_dataset('d', 'out', dataset='digits', image_size=16)"
+    .venv/bin/python -c "from sweeps.commands.prepare import prepare_dataset; \
+prepare_dataset('-', 'out', dataset='digits', image_size=16)"
 
 What it does (the format: trainers/data/prepared_format.py; the reader: trainers/data/prepared.py):
 1. Plans: lists the source (a folder's files in sorted order, or a built-in dataset's indices) and cuts each split into
@@ -247,7 +248,7 @@ def _pool_context():
     started clean, with NumPy and PIL imported once, forks workers that start in milliseconds; spawn elsewhere."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["sweeps.prepare", "trainers.data.image_files"])
+        ctx.set_forkserver_preload(["sweeps.commands.prepare", "trainers.data.image_files"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -377,7 +378,7 @@ def _size(dest: str, manifest: dict[str, Any]) -> str:
 def verify_prepared(dest: str, workers: int | None = None) -> dict[str, Any]:
     """Reread every shard of the prepared dataset at `dest` and compare sha256s (in parallel); UserError on the first
     failure, naming the shard."""
-    from trainers.data.prepared_format import PreparedDataError, join, read_manifest, sha256_file
+    from trainers.data.prepared_format import PreparedDataError, join, read_manifest
 
     try:
         manifest = read_manifest(dest)
