@@ -7,7 +7,7 @@
 On a generated ImageNet-like folder (benchmarks/imagenet_like.py: JPEGs of 400-640 x 300-480 px, quality 90, 20
 classes), side by side in one process:
 
-1. `specforce prepare` (sweeps.prepare.prepare_dataset) into a fresh DEST with 1 worker and with 2 workers, in
+1. `specforce prepare` (sweeps.commands.prepare.prepare_dataset) into a fresh DEST with 1 worker and with 2 workers, in
    interleaved order (1, 2, 2, 1), wall time each; the ratio is the parallel speed-up. It uses every core it is given,
    so this part runs unpinned; "cores busy" (CPU seconds of prepare and its pool / wall seconds) shows how many cores
    the machine actually gave it: on a machine shared with other work the ratio understates the speed-up.
@@ -116,7 +116,7 @@ def clear_verify_memo() -> None:
 
 def prepare_times(folder: str, tmp: str, shard_size: int, order: tuple[int, ...]) -> dict[str, Any]:
     """Wall time of prepare_dataset with each worker count in `order`, each into a fresh DEST."""
-    from sweeps.prepare import prepare_dataset
+    from sweeps.commands.prepare import prepare_dataset
 
     times: dict[int, list[float]] = {}
     cores: dict[int, list[float]] = {}

@@ -198,7 +198,7 @@ def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_p
 
     # guided sampling from the trained EMA weights (the null vector as the unconditional branch): finite samples,
     # and guidance changes them (scale 2 is not scale 1)
-    from sweeps.eval_checkpoint import checkpoint_config, load_sampling_weights
+    from sweeps.commands.evaluate import checkpoint_config, load_sampling_weights
     from trainers.training.builders import build_denoiser, generate_images
     from trainers.training.checkpoint import load_checkpoint
 

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from image_helpers import make_folder
-from sweeps.prepare import prepare_dataset
+from sweeps.commands.prepare import prepare_dataset
 from trainers.training.checkpoint import load_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

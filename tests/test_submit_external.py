@@ -1,8 +1,8 @@
 """A user's spec and model package from OUTSIDE the project, swept and submitted (issue 19, item 2).
 
 `specforce submit` stages a spec that lies outside the project and the folder of each `model.target` package into
-the job's runtime env (`py_modules`, sweeps/submit.py); `specforce sweep` keeps the user's PYTHONPATH on the Ray
-workers (sweeps/runner.py), so it works from any cwd. Fast tests check the located folders, the staged spec and
+the job's runtime env (`py_modules`, sweeps/commands/submit.py); `specforce sweep` keeps the user's PYTHONPATH on the Ray
+workers (sweeps/ray_cluster.py), so it works from any cwd. Fast tests check the located folders, the staged spec and
 the refusal; slow ones run a 1-trial sweep from a foreign cwd and submit to a local Ray cluster (tests/conftest.py).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_submit_external.py -q                # CPU, seconds
@@ -23,9 +23,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from sweeps import cli
-from sweeps.runner import worker_pythonpath
+from sweeps.ray_cluster import worker_pythonpath
 from sweeps.spec import SpecError, load_spec
-from sweeps.submit import model_modules, stage_spec
+from sweeps.commands.submit import model_modules, stage_spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "extnets_pkg"  # a name no other test uses: Ray workers and sys.modules must not find another copy
