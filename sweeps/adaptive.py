@@ -43,7 +43,7 @@ def phase_name(round_index: int) -> str:
 def design_for(spec: SweepSpec) -> Design:
     """The stopping design: planned looks, family-wise alpha over the primary metric's comparisons, min_effect."""
     assert spec.seeds is not None
-    analysis = getattr(spec, "analysis", None)  # issue 9's section; absent: 95%, no equivalence margin
+    analysis = getattr(spec, "analysis", None)  # the spec's analysis section; absent: 95%, no equivalence margin
     confidence = getattr(analysis, "confidence", None) or 0.95
     min_effect = getattr(analysis, "min_effect", None)
     others = [len(v) for k, v in spec.grid.items() if k not in ("spectral.enabled", "model.patch_size")]

@@ -47,7 +47,7 @@ def test_four_concurrent_trials_full_mlflow_layout(tmp_path):
     out = run_cli(["sweep", str(spec), "--num-cpus", "4"], tmp_path)
     assert "database is locked" not in out
     assert "4 trials (0 failed)" in out
-    # the quiet display (issue 13) as a log or pipe gets it: a line per evaluation and per finished trial, Ray's and
+    # the quiet display as a log or pipe gets it: a line per evaluation and per finished trial, Ray's and
     # the workers' output in the log file named at the start, the rank-deficient covariance warning once
     assert len(out.splitlines()) <= 20 and len(out) < 5000, out
     for noise in ("TrainingReport", "PreemptionWatcher", "RayTrainWorker", "Configuration for experiment"):
