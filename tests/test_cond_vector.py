@@ -1,40 +1,33 @@
-"""Conditioning vectors beyond class labels (issue 19 item 4): a fixed embedding per class (data.options.cond), its
+"""Conditioning vectors beyond class labels: a fixed embedding per class (data.options.cond), its
 dropout to the null (zero) vector in training, classifier-free guidance with it, unet-tiny's cond_dim, the refusals at
 load, and `specforce train` / resume / `specforce eval` / guided sampling of unet-tiny with vector conditioning.
 
     .venv/bin/python -m pytest tests/test_cond_vector.py -q     # CPU, ~1-2 min on 2 shared cores
 """
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from cli_helpers import cli_env, run_cli_streams
+from resume_helpers import assert_resumes_exactly, flat_tensors
+from specforce_contracts import DEFAULT_STORE_FILE, RUN_EMA_FILE
+from train_helpers import perturb, tiny_train_config
 from trainers.data.cond import ClassEmbedding, build_cond
 from trainers.model.flow import RectifiedFlow
 from trainers.model.samplers import generate, make_cfg_denoiser
 from trainers.model.unet import build_unet
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 COND = {"type": "class_embedding", "dim": 16, "seed": 3}
-CONFIG = {
-    "model": {"target": "trainers.model.unet:build_unet", "options": {"base_channels": 8, "cond_dim": 16}, "predicts": "v"},
-    "data": {"name": "digits", "image_size": 8, "options": {"cond": COND}},
-    "spectral": {"enabled": True},
-    "flow": {"label_drop": 0.25},
-    "optim": {"batch_size": 16, "lr": 1e-3, "total_images": 96, "ema_decays": [0.99]},
-    "sample": {"sampler": "euler", "steps": 3, "cfg_scale": 2.0, "cfg_interval": [0.0, 1.0]},
-    "eval": {"metrics": ["spectrum"], "num_samples": 20, "batch_size": 20, "denoise_batch": 16,
-             "denoise_t_points": 10, "grid_size": 2},
-    "log_every_images": 48,
-    "checkpoint_every_images": 48,
-    "device": "cpu",
-}
+CONFIG = tiny_train_config({"target": "trainers.model.unet:build_unet", "options": {"base_channels": 8, "cond_dim": 16},
+                            "predicts": "v"},
+                           {"name": "digits", "image_size": 8, "options": {"cond": COND}},
+                           batch_size=16, total_images=96, sample_steps=3, every=48, device="cpu",
+                           sample={"cfg_scale": 2.0, "cfg_interval": [0.0, 1.0]}, flow={"label_drop": 0.25},
+                           eval={"metrics": ["spectrum"], "num_samples": 20, "batch_size": 20, "denoise_batch": 16,
+                                 "denoise_t_points": 10, "grid_size": 2})
 
 
 class _Recorder(torch.nn.Module):
@@ -125,10 +118,7 @@ def test_generate_takes_vectors_and_the_null_vector_means_unconditional():
 def test_unet_projects_a_vector_cond_and_refuses_the_other_kind():
     model = build_unet(image_size=8, channels=1, num_classes=10, base_channels=8, cond_dim=16)
     assert not hasattr(model, "class_emb") and model.describe()["cond_dim"] == 16
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    perturb(model)
     x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
     vec = ClassEmbedding(10, 16, seed=0)(torch.tensor([2, 10]))
     out = model(x, t, vec)
@@ -174,17 +164,13 @@ def test_the_environment_check_refuses_a_model_or_data_without_vectors(patch, st
 
 # ------------------------------------------------------------------------------------------------ end to end
 def _cli(args, home, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run([sys.executable, "-m", "sweeps.cli", *args], cwd=home, env=env, text=True,
-                         capture_output=True, timeout=timeout)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
-    return out
+    return run_cli_streams(args, home, cli_env(PYTHONUNBUFFERED="1"), timeout=timeout)
 
 
 def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     _cli(["train", "config.yaml", "--out", "runs/cond", "--experiment", "cond-vector"], tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / DEFAULT_STORE_FILE}")
     (run,) = client.search_runs([client.get_experiment_by_name("cond-vector").experiment_id])
     params, metrics = run.data.params, run.data.metrics
     assert run.info.status == "FINISHED" and params["model.options.cond_dim"] == "16"
@@ -192,7 +178,7 @@ def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_p
     assert torch.isfinite(torch.tensor(metrics["eval/denoise_loss"]))
     run_dir = tmp_path / "runs" / "cond"
     # `specforce eval` rebuilds the cond map from the stored config: the same held-out loss on the EMA weights
-    out = _cli(["eval", str(run_dir / "ema.pt"), "--metrics", "spectrum", "--num-samples", "20"], tmp_path)
+    out = _cli(["eval", str(run_dir / RUN_EMA_FILE), "--metrics", "spectrum", "--num-samples", "20"], tmp_path)
     result = json.loads(out.stdout[out.stdout.index("{\n"):])
     assert result["eval/denoise_loss"] == pytest.approx(metrics["eval/denoise_loss"], rel=1e-5)
 
@@ -202,8 +188,8 @@ def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_p
     from trainers.training.builders import build_denoiser, generate_images
     from trainers.training.checkpoint import load_checkpoint
 
-    state = load_checkpoint(run_dir / "ema.pt")
-    cfg = checkpoint_config(state, run_dir / "ema.pt", num_samples=None, metrics=None, inception_weights=None)
+    state = load_checkpoint(run_dir / RUN_EMA_FILE)
+    cfg = checkpoint_config(state, run_dir / RUN_EMA_FILE, num_samples=None, metrics=None, inception_weights=None)
     built = build_denoiser(cfg)
     load_sampling_weights(built.model, state, cfg)
     labels = torch.tensor([0, 3, 9, 10])  # 10: the null class, i.e. the zero vector
@@ -218,41 +204,9 @@ def test_specforce_train_eval_and_guided_sampling_of_unet_with_vector_cond(tmp_p
     assert torch.allclose(images[1.0][3], images[2.0][3], atol=1e-5)
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KillAtFirstCheckpoint:
-    def __getattr__(self, name):
-        from trainers.training.loop import Hooks
-
-        return getattr(Hooks(), name)
-
-    def on_checkpoint(self, images, path, metrics):
-        raise _Killed(images)
-
-
 def test_vector_conditioned_unet_resumes_exactly(tmp_path):
-    from trainers.training.checkpoint import load_checkpoint
     from trainers.training.config import config_from_dict
-    from trainers.training.loop import Trainer
 
     cfg = config_from_dict({**CONFIG, "eval": {**CONFIG["eval"], "metrics": []}})
-    Trainer(cfg, tmp_path / "straight").run()
-    with pytest.raises(_Killed):
-        Trainer(cfg, tmp_path / "killed", hooks=_KillAtFirstCheckpoint()).run()
-    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["images_seen"] < CONFIG["optim"]["total_images"]
-    Trainer(cfg, tmp_path / "killed").run()  # re-running the same command resumes
-    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("straight", "killed"))
-    assert a["images_seen"] == b["images_seen"] == CONFIG["optim"]["total_images"]
-    assert any("cond_proj" in k for k in _tensors(a["model"]))  # the vector projection is what was trained
-    for part in ("model", "ema"):
-        flat_a, flat_b = _tensors(a[part]), _tensors(b[part])
-        assert flat_a and flat_a.keys() == flat_b.keys() and all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
-
-
-def _tensors(tree, prefix=""):
-    if isinstance(tree, torch.Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else []
-    return {k: v for key, sub in items for k, v in _tensors(sub, f"{prefix}/{key}").items()}
+    straight, _ = assert_resumes_exactly(cfg, tmp_path, CONFIG["optim"]["total_images"])
+    assert any("cond_proj" in k for k in flat_tensors(straight["model"]))  # the vector projection is what was trained

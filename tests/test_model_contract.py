@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from train_helpers import perturb
 from trainers.training.builders import build_model, model_shape_params
 from trainers.training.config import ConfigError, config_from_dict
 from trainers.model.contract import build_module, x_from_prediction
@@ -30,15 +31,6 @@ def _cfg(**model):
     return config_from_dict({"model": model, "data": {"name": "grf", "image_size": SIZE, "options": {"num_samples": 64}},
                              "spectral": {"enabled": True}, "eval": {"metrics": [], "denoise_batch": 16}, "device": "cpu",
                              "optim": {"batch_size": 8, "total_images": 64}})
-
-
-def _perturb(model, seed=1):
-    # adaLN-zero and the zero final layer make a fresh JiT output exactly 0: equality would be vacuous
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model
 
 
 def _batch(b=4, c=3, seed=0):
@@ -73,7 +65,7 @@ def test_builtin_jit_through_the_contract_equals_todays_jit_bit_for_bit():
     old_jit = _old_jit_module()
     cfg = _cfg(preset="jit-tiny", patch_size=4)
     torch.manual_seed(0)
-    new = _perturb(build_model(cfg, 3, 10, SpectralForcing(SIZE)))
+    new = perturb(build_model(cfg, 3, 10, SpectralForcing(SIZE)), seed=1)
     torch.manual_seed(0)
     old = old_jit.build_jit("jit-tiny", image_size=SIZE, patch_size=4, in_channels=3, num_classes=10,
                             spectral=SpectralForcing(SIZE))
@@ -104,7 +96,7 @@ def test_builtin_jit_through_the_contract_equals_todays_jit_bit_for_bit():
 def test_build_jit_with_spectral_keeps_designs_contract():
     # DESIGN.md §3: build_jit(..., spectral=sf) filters the input before the patch embedder
     sf = SpectralForcing(SIZE, schedule="constant", c_const=0.3)
-    with_sf = _perturb(build_jit("jit-tiny", image_size=SIZE, num_classes=10, spectral=sf))
+    with_sf = perturb(build_jit("jit-tiny", image_size=SIZE, num_classes=10, spectral=sf), seed=1)
     plain = build_jit("jit-tiny", image_size=SIZE, num_classes=10)
     plain.load_state_dict(with_sf.state_dict())
     x, t, y = _batch()
@@ -116,7 +108,7 @@ def test_build_jit_with_spectral_keeps_designs_contract():
 
 def test_deep_copies_use_their_own_spectral_module():
     # EMA and the loop copy models: the hook reads `module.spectral` at call time, never a captured operator
-    model = _perturb(build_jit("jit-tiny", image_size=SIZE, num_classes=10, spectral=SpectralForcing(SIZE)))
+    model = perturb(build_jit("jit-tiny", image_size=SIZE, num_classes=10, spectral=SpectralForcing(SIZE)), seed=1)
     twin = copy.deepcopy(model)
     twin.spectral = None
     x, t, y = _batch()

@@ -1,9 +1,10 @@
-"""A user's spec and model package from OUTSIDE the project, swept and submitted (issue 19, item 2).
+"""A user's spec and model package from OUTSIDE the project, swept and submitted.
 
 `specforce submit` stages a spec that lies outside the project and the folder of each `model.target` package into
-the job's runtime env (`py_modules`, sweeps/commands/submit.py); `specforce sweep` keeps the user's PYTHONPATH on the Ray
-workers (sweeps/ray_cluster.py), so it works from any cwd. Fast tests check the located folders, the staged spec and
-the refusal; slow ones run a 1-trial sweep from a foreign cwd and submit to a local Ray cluster (tests/conftest.py).
+the job's runtime env (`py_modules`, sweeps/commands/submit.py); `specforce sweep` keeps the user's PYTHONPATH on the
+Ray workers (sweeps/ray_cluster.py), so it works from any cwd. Fast tests check the located folders, the staged spec
+and the refusal; slow ones run a 1-trial sweep from a foreign cwd and submit to a local Ray cluster
+(tests/conftest.py).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_submit_external.py -q                # CPU, seconds
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_submit_external.py -q -m slow -s     # + Ray, minutes
@@ -12,9 +13,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 import types
 import zipfile
 
@@ -22,48 +20,21 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from cli_helpers import cli_env, run_cli_streams
+from specforce_contracts import DEFAULT_STORAGE_DIR, DEFAULT_STORE_FILE
 from sweeps import cli
 from sweeps.ray_cluster import worker_pythonpath
 from sweeps.spec import SpecError, load_spec
 from sweeps.commands.submit import model_modules, stage_spec
+from train_helpers import conv_denoiser_source, tiny_train_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "extnets_pkg"  # a name no other test uses: Ray workers and sys.modules must not find another copy
 TARGET = f"{PACKAGE}.nets:build"
-NETS = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-
-    class ConvDenoiser(nn.Module):
-        def __init__(self, channels, num_classes, width):
-            super().__init__()
-            self.inp = nn.Conv2d(channels, width, 3, padding=1)
-            self.cls = nn.Embedding(num_classes + 1, width)
-            self.time = nn.Linear(1, width)
-            self.out = nn.Conv2d(width, channels, 3, padding=1)
-
-        def forward(self, x_t, t, cond):
-            h = self.inp(x_t) + (self.cls(cond) + self.time(t[:, None]))[:, :, None, None]
-            return self.out(torch.nn.functional.silu(h))
-
-        def describe(self):
-            return {"kind": "ext-conv"}
-
-
-    def build(*, image_size, channels, num_classes, width=4):
-        return ConvDenoiser(channels, num_classes, width)
-''')
-CONFIG = {
-    "model": {"target": TARGET, "options": {"width": 4}, "predicts": "v"},
-    "data": {"name": "grf", "image_size": 8, "options": {"num_samples": 64}},
-    "spectral": {"enabled": True},
-    "optim": {"batch_size": 16, "lr": 1e-3, "total_images": 48, "ema_decays": [0.99]},
-    "sample": {"sampler": "euler", "steps": 2},
-    "eval": {"metrics": [], "denoise_batch": 16, "denoise_t_points": 5, "grid_size": 2},
-    "log_every_images": 48,
-    "checkpoint_every_images": 0,
-}
+NETS = conv_denoiser_source("ext-conv", default_width=4)
+CONFIG = tiny_train_config({"target": TARGET, "options": {"width": 4}, "predicts": "v"},
+                           {"name": "grf", "image_size": 8, "options": {"num_samples": 64}},
+                           batch_size=16, total_images=48, sample_steps=2, every=48, checkpoint_every=0,
+                           eval={"metrics": [], "denoise_batch": 16, "denoise_t_points": 5, "grid_size": 2})
 
 
 def _spec(name: str) -> dict:
@@ -157,10 +128,7 @@ def test_workers_keep_the_users_pythonpath_after_the_project(tmp_path, monkeypat
 
 def _env(extra_path: pathlib.Path, base: dict | None = None) -> dict:
     # the user's package folder on PYTHONPATH, as they would set it; the project too (it is installed for them)
-    env = dict(base or os.environ)
-    env.update(PYTHONPATH=os.pathsep.join([str(extra_path), str(ROOT)]), OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1")
-    return env
+    return cli_env(extra_path, base=base or None, PYTHONUNBUFFERED="1")
 
 
 def _trial(tracking_uri: str, experiment: str):
@@ -175,12 +143,10 @@ def _trial(tracking_uri: str, experiment: str):
 def test_a_sweep_of_an_outside_model_runs_from_a_cwd_that_is_not_its_folder(user_repo):
     # cwd holds neither the package nor the spec: workers find the package only through the user's PYTHONPATH
     (user_repo.specs / "spec.yaml").write_text(yaml.safe_dump(_spec("ext-sweep")))
-    uri = f"sqlite:///{user_repo.elsewhere / 'mlflow.db'}"
-    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", str(user_repo.specs / "spec.yaml"),
-                          "--num-cpus", "2", "--tracking-uri", uri], cwd=user_repo.elsewhere,
-                         env={**_env(user_repo.pkgs), "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
-                         timeout=900)
-    assert out.returncode == 0 and "1 trials (0 failed)" in out.stdout, (out.stdout + out.stderr)[-4000:]
+    uri = f"sqlite:///{user_repo.elsewhere / DEFAULT_STORE_FILE}"
+    out = run_cli_streams(["sweep", str(user_repo.specs / "spec.yaml"), "--num-cpus", "2", "--tracking-uri", uri],
+                          user_repo.elsewhere, {**_env(user_repo.pkgs), "RAY_AUTH_MODE": "disabled"}, timeout=900)
+    assert "1 trials (0 failed)" in out.stdout, (out.stdout + out.stderr)[-4000:]
     run = _trial(uri, "ext-sweep")
     assert run.info.status == "FINISHED" and run.data.params["model.target"] == TARGET
     assert run.data.params["model.reported.kind"] == "ext-conv"
@@ -191,12 +157,9 @@ def test_submit_of_an_outside_spec_and_model_to_the_local_cluster(one_node_clust
     # the cluster was started before the package existed and never had it on its path: only py_modules brings it
     (user_repo.specs / "spec.yaml").write_text(yaml.safe_dump(_spec("ext-submit")))
     cluster = one_node_cluster
-    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "submit", str(user_repo.specs / "spec.yaml"),
-                          "--address", cluster["dashboard"], "--tracking-uri", cluster["mlflow"],
-                          "--storage", str(tmp_path / "ray_results"), "--wait"],
-                         cwd=user_repo.elsewhere, env=_env(user_repo.pkgs, cluster["env"]), capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+    out = run_cli_streams(["submit", str(user_repo.specs / "spec.yaml"), "--address", cluster["dashboard"],
+                           "--tracking-uri", cluster["mlflow"], "--storage", str(tmp_path / DEFAULT_STORAGE_DIR),
+                           "--wait"], user_repo.elsewhere, _env(user_repo.pkgs, cluster["env"]), timeout=900)
     assert "sweep 'ext-submit': 1 trials (0 failed)" in out.stderr, out.stderr[-4000:]
     run = _trial(cluster["mlflow"], "ext-submit")
     assert run.info.status == "FINISHED" and run.data.params["model.target"] == TARGET
