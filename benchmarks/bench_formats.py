@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import io
-import json
 import math
 import os
 import shutil
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.folder_cli import add_out, folder_parser, report
 from benchmarks.format_base import NBYTES, SHAPE, SIZE, Format, _shard_bounds
 from benchmarks.format_libraries import LitData, RayParquet, Streaming, WebDataset
 
@@ -418,25 +418,16 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2000, help="images to convert and read (default 2000)")
-    ap.add_argument("--folder", help="an existing ImageNet-like folder (default: generate one in a temp dir)")
-    ap.add_argument("--quick", action="store_true", help="200 images, 1 round: a smoke run")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
-    ap.add_argument("--min-seconds", type=float, default=0.5, help="minimum CPU seconds per timed measurement")
+    ap = folder_parser(__doc__, images_help="images to convert and read (default 2000)",
+                       quick_help="200 images, 1 round: a smoke run", min_seconds=0.5,
+                       min_seconds_help="minimum CPU seconds per timed measurement")
     ap.add_argument("--live-images", type=int, default=200, help="images per live-path timing pass (it is slow)")
     ap.add_argument("--formats", help="comma-separated subset (the live path is always measured)")
-    ap.add_argument("--out", help="write the result as JSON here")
+    add_out(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.rounds, args.min_seconds, args.live_images = min(args.images, 200), 1, 0.2, 50
-    result = run(args)
-    print(table(result))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1, default=float)
-    return result
+    return report(run(args), table, args.out)
 
 
 if __name__ == "__main__":

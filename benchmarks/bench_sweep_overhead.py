@@ -1,8 +1,8 @@
 """Per-trial overhead of a sweep on embedded local Ray: Ray's stock per-trial launch vs the lean one, side by side.
 
 Runs the same grid (jit-tiny, patch 8 and 4, SF off/on, smoke-sized trials, 1 CPU per trial, 2 at a time) through
-the real `run_sweep` path once per launch mode (`SPECFORCE_TRIAL_LAUNCH=stock`: Ray's own settings, the path before
-issue 13; `lean`: the default, see sweeps/trial.py), each in a fresh process with its own Ray cluster, alternating
+the real `run_sweep` path once per launch mode (`SPECFORCE_TRIAL_LAUNCH=stock`: Ray's own per-trial settings;
+`lean`: the default, see sweeps/trial.py), each in a fresh process with its own Ray cluster, alternating
 the modes when repeated so a change in machine load hits both. It samples /proc/stat every second and reads the
 trials' own time from MLflow: own time = training time (images / images_per_s over each log interval) + evaluation
 time (eval/seconds).

@@ -7,6 +7,7 @@ reported as such, not measured.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 
@@ -15,21 +16,31 @@ import numpy as np
 from benchmarks.format_base import SHAPE, Format, _shard_bounds
 
 
+class LibraryFormat(Format):
+    """A format read through an optional library (`module`): when it does not import, the format is reported as
+    missing, with the import error, rather than measured."""
+
+    module = ""
+
+    def __init__(self, root):
+        super().__init__(root)
+        try:
+            importlib.import_module(self.module)
+        except ImportError as err:
+            self.available, self.missing = False, f"not installed ({err})"
+
+
 def _litdata_item(images_path: str, labels: list[int], i: int) -> dict:
     images = np.load(images_path, mmap_mode="r")
     return {"index": i, "image": np.array(images[i]), "label": labels[i]}
 
 
-class LitData(Format):
-    name = "litdata"
+class LitData(LibraryFormat):
+    name = module = "litdata"
 
     def __init__(self, root, images_path):
         super().__init__(root)
         self.images_path = images_path
-        try:
-            import litdata  # noqa: F401
-        except ImportError as err:
-            self.available, self.missing = False, f"not installed ({err})"
 
     def write(self, images, labels):
         import litdata
@@ -59,15 +70,8 @@ class LitData(Format):
         self.ds = None
 
 
-class Streaming(Format):
-    name = "streaming"
-
-    def __init__(self, root):
-        super().__init__(root)
-        try:
-            import streaming  # noqa: F401
-        except ImportError as err:
-            self.available, self.missing = False, f"not installed ({err})"
+class Streaming(LibraryFormat):
+    name = module = "streaming"  # the module of streaming-community (and of mosaicml-streaming)
 
     def write(self, images, labels):
         from streaming import MDSWriter
@@ -95,16 +99,9 @@ class Streaming(Format):
         self.ds = None
 
 
-class WebDataset(Format):
-    name = "webdataset"
+class WebDataset(LibraryFormat):
+    name = module = "webdataset"
     random_access = False
-
-    def __init__(self, root):
-        super().__init__(root)
-        try:
-            import webdataset  # noqa: F401
-        except ImportError as err:
-            self.available, self.missing = False, f"not installed ({err})"
 
     def write(self, images, labels):
         import webdataset as wds

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 12: benchmarks/bench_gpu.py on a bare GPU machine that has torch (and numpy,
-# scipy, Pillow, PyYAML, matplotlib, torchvision) but not pydantic or torch-fidelity, and cannot reach PyPI.
+# The one prepared GPU check: benchmarks/bench_gpu.py (and the gpu_flops, gpu_timing and gpu_sections modules it runs)
+# on a bare GPU machine that has torch (and numpy, scipy, Pillow, PyYAML, matplotlib, torchvision) but not pydantic
+# or torch-fidelity, and cannot reach PyPI.
 #
 # 1) Here, with PyPI (once; the wheels are ignored by git and travel as a carried folder):
 #        bash benchmarks/run_gpu_check.sh fetch-wheels        # ~3 MB into .whl/ for CPython 3.12, manylinux x86_64
