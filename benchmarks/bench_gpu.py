@@ -52,13 +52,8 @@ import torch
 
 # The FLOP counting, timing helpers and measured sections live in benchmarks/gpu_flops.py, gpu_timing.py and
 # gpu_sections.py; this module runs them, prints the table and writes the JSON.
-from benchmarks.gpu_flops import BF16_PEAK_TFLOPS, FLOP_NOTE, bf16_peak, count_forward_flops, jit_forward_flops
+from benchmarks.gpu_flops import FLOP_NOTE, bf16_peak
 from benchmarks.gpu_sections import GPU, LOSS_WINDOW, TOY, bench_inception, bench_training, train_check
-from benchmarks.gpu_timing import largest_batch
-
-# the benchmark's API beside main: tests/test_bench_gpu.py checks the FLOP count, the peak table and the batch choice
-# through this module
-__all__ = ["BF16_PEAK_TFLOPS", "bf16_peak", "count_forward_flops", "jit_forward_flops", "largest_batch", "main"]
 
 
 # ---------------------------------------------------------------------------------------------------- main

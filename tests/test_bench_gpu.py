@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import bench_gpu
+from benchmarks import bench_gpu, gpu_flops, gpu_timing
 from trainers.model.jit import build_jit
 
 
@@ -20,8 +20,8 @@ def test_flop_counter_equals_the_closed_form(preset, size, kw, batch):
     torch.manual_seed(0)
     model = build_jit(preset, image_size=size, num_classes=10, **kw)
     x = torch.randn(batch, model.in_channels, size, size)
-    counted = bench_gpu.count_forward_flops(model, x, torch.rand(batch), torch.arange(batch) % 11)
-    assert counted == bench_gpu.jit_forward_flops(model, batch)
+    counted = gpu_flops.count_forward_flops(model, x, torch.rand(batch), torch.arange(batch) % 11)
+    assert counted == gpu_flops.jit_forward_flops(model, batch)
 
 
 def test_flop_count_detaches_sf_and_puts_it_back():
@@ -29,8 +29,8 @@ def test_flop_count_detaches_sf_and_puts_it_back():
 
     sf = SpectralForcing(32)
     model = build_jit("jit-tiny", image_size=32, num_classes=10, spectral=sf)
-    counted = bench_gpu.count_forward_flops(model, torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([1, 2]))
-    assert counted == bench_gpu.jit_forward_flops(model, 2) and model.spectral is sf
+    counted = gpu_flops.count_forward_flops(model, torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([1, 2]))
+    assert counted == gpu_flops.jit_forward_flops(model, 2) and model.spectral is sf
 
 
 def test_jit_b32_forward_is_about_2_flops_per_weight_and_token():
@@ -41,16 +41,16 @@ def test_jit_b32_forward_is_about_2_flops_per_weight_and_token():
     ada = sum(p.numel() for p in model.blocks[0].adaLN_modulation.parameters())
     tokens = [64 + (32 if i >= 4 else 0) for i in range(12)]  # 32 class tokens from block 4 on
     approx = sum(2 * (per_block - ada) * n + 2 * ada for n in tokens)
-    assert 1.0 < bench_gpu.jit_forward_flops(model, 1) / approx < 1.05
+    assert 1.0 < gpu_flops.jit_forward_flops(model, 1) / approx < 1.05
 
 
 def test_bf16_peak_is_looked_up_never_guessed(monkeypatch):
-    assert bench_gpu.bf16_peak(torch.device("cpu"), None)[0] is None
-    assert bench_gpu.bf16_peak(torch.device("cpu"), 123.0) == (123.0, "--peak-tflops 123")
+    assert gpu_flops.bf16_peak(torch.device("cpu"), None)[0] is None
+    assert gpu_flops.bf16_peak(torch.device("cpu"), 123.0) == (123.0, "--peak-tflops 123")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
-    assert bench_gpu.bf16_peak(torch.device("cuda"), None)[0] == 989.5
+    assert gpu_flops.bf16_peak(torch.device("cuda"), None)[0] == 989.5
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
-    peak, note = bench_gpu.bf16_peak(torch.device("cuda"), None)
+    peak, note = gpu_flops.bf16_peak(torch.device("cuda"), None)
     assert peak is None and "unknown device 'Some Future GPU'" in note and "no MFU is guessed" in note
 
 
@@ -59,19 +59,19 @@ def test_largest_batch_steps_down_on_out_of_memory_only():
         if b > 128:
             raise torch.OutOfMemoryError(f"CUDA out of memory at batch {b}")
 
-    assert bench_gpu.largest_batch((64, 256, 128), fits_up_to_128) == (128, [256])
+    assert gpu_timing.largest_batch((64, 256, 128), fits_up_to_128) == (128, [256])
 
     def broken(b):
         raise ValueError("not a memory problem")
 
     with pytest.raises(ValueError, match="not a memory problem"):
-        bench_gpu.largest_batch((64, 128), broken)
+        gpu_timing.largest_batch((64, 128), broken)
 
     def never(b):
         raise torch.OutOfMemoryError("out of memory")
 
     with pytest.raises(RuntimeError, match=r"no batch of \[128, 64\] fits"):
-        bench_gpu.largest_batch((64, 128), never)
+        gpu_timing.largest_batch((64, 128), never)
 
 
 def test_toy_run_end_to_end_writes_every_figure(tmp_path):
@@ -83,7 +83,7 @@ def test_toy_run_end_to_end_writes_every_figure(tmp_path):
     assert saved["mode"] == "toy" and saved["environment"]["bf16_peak_tflops"] is None
     (m,) = saved["models"]
     assert m["batch"] == 8 and m["batches_refused_oom"] == []
-    assert m["step_flops"] == 3 * bench_gpu.jit_forward_flops(build_jit("jit-tiny", image_size=16, num_classes=1000,
+    assert m["step_flops"] == 3 * gpu_flops.jit_forward_flops(build_jit("jit-tiny", image_size=16, num_classes=1000,
                                                                          depth=2, in_context_len=0), 8)
     for variant in ("eager", "compiled"):
         r = m[variant]
