@@ -2,7 +2,7 @@
 MLflow tag and artifact names, the default tracking store, and the trial record a worker sends its driver.
 
 Standard library only: `trainers` (inside Ray workers), `sweeps` (the driver) and `analysis` (no torch) all import
-it, and none of them may import another layer to learn a name (DESIGN.md §2; tests/test_layout.py checks both).
+it, and none of them may import another layer to learn a name (docs/design.md §2; tests/test_layout.py checks both).
 A name written anywhere else as a string literal is a copy that can drift; read it from here.
 
     python -m specforce_contracts                      # print the metric registry
@@ -10,7 +10,7 @@ A name written anywhere else as a string literal is a copy that can drift; read 
     python -c "import specforce_contracts as c; print(c.direction('eval/cls_accuracy_digitcnn'))"   # higher
 
 Metric registry: every key the training loop, the evaluator and the sweep driver log, slash-namespaced, with
-step = training images seen (DESIGN.md §3). `direction` is `lower` or `higher` (is better) for quality measures and
+step = training images seen (docs/design.md §3). `direction` is `lower` or `higher` (is better) for quality measures and
 `none` for numbers that describe a run but do not rank it (a spread, a data-vs-data floor, a rate, a time). Keys
 with a `{...}` part are patterns (`eval/fd_{extractor}`); `lookup` tries exact keys first, then patterns in order.
 `emitted_metrics` says which keys a trial with given `eval.metrics` reports: the spec validator accepts exactly
@@ -206,7 +206,7 @@ PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # opens the runs table
 ROLE_TAG = "specforce.role"
 ROLE_SWEEP, ROLE_TRIAL, ROLE_TRAIN = "sweep", "trial", "train"
-STATUS_TAG = "specforce.status"  # refines MLflow's FINISHED; its absence never excludes a run (DESIGN.md §3)
+STATUS_TAG = "specforce.status"  # refines MLflow's FINISHED; its absence never excludes a run (docs/design.md §3)
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_STOPPED_EARLY = "running", "completed", "stopped_early"
 STATUS_FAILED, STATUS_INTERRUPTED = "failed", "interrupted"
 TRIAL_ID_TAG = "specforce.trial_id"
@@ -249,7 +249,7 @@ def default_storage(cwd: str | pathlib.Path | None = None) -> str:
 
 
 def default_tracking_uri(cwd: str | pathlib.Path | None = None) -> str:
-    """MLflow's default store (DESIGN.md §3) made absolute: `sqlite:///<cwd>/mlflow.db`, symlinks resolved.
+    """MLflow's default store (docs/design.md §3) made absolute: `sqlite:///<cwd>/mlflow.db`, symlinks resolved.
     Absolute because Ray processes run in other working directories."""
     return f"sqlite:///{(pathlib.Path(cwd or pathlib.Path.cwd()) / DEFAULT_STORE_FILE).resolve()}"
 

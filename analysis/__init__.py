@@ -1,7 +1,7 @@
 """Reads MLflow runs into pandas/parquet, compares arms with uncertainty, writes reports. Never imports torch.
 
     from analysis import load_runs, build_report
-    runs = load_runs("demo", "sqlite:///mlflow.db")            # one row per trial (DESIGN.md §3)
+    runs = load_runs("demo", "sqlite:///mlflow.db")            # one row per trial (docs/design.md §3)
     result = build_report(["demo"], "sqlite:///mlflow.db", Path("reports/demo"))
     print(result.verdict, result.html_path)
 

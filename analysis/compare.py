@@ -3,7 +3,7 @@
 For each metric, patch size, SF configuration and context (the other params that vary, e.g. data.name), the SF
 arm (spectral.enabled=True, grid runs; Optuna-searched SF trials go to `analysis.search`) is paired with the
 baseline (spectral.enabled=False) of the same seed and context. `delta = sf - baseline` per pair; the table
-(`comparisons.csv`, DESIGN.md §3) has the mean delta, its CI (Student-t by default, `analysis.intervals`), the
+(`comparisons.csv`, docs/design.md §3) has the mean delta, its CI (Student-t by default, `analysis.intervals`), the
 number of pairs, the method's p-value, the exact sign-flip p-value, Holm-adjusted p-values over the secondary
 metrics x patch sizes, the SD of the paired differences and the pairs a paired t-test would need for 80% power at
 5%. The interaction is `delta(coarse) - delta(fine)` for every two patch sizes (Welch by default).

@@ -1,6 +1,6 @@
 """Confidence intervals and p-values for seed-paired differences and for the difference of two mean gains.
 
-Arms are compared on paired differences `d_i = sf_i - baseline_i` over matching seeds (DESIGN.md §4); the interval is
+Arms are compared on paired differences `d_i = sf_i - baseline_i` over matching seeds (docs/design.md §4); the interval is
 for the mean of d. The coarse-vs-fine interaction is `mean(d_coarse) - mean(d_fine)`: two independent samples
 (different models), so its default is Welch's interval. With fewer than 2 pairs (on either side) there is no spread
 to estimate, so the interval is undefined, never invented.

@@ -43,7 +43,7 @@ from specforce_contracts import SF_DEFAULTS, default_tracking_uri
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description (shown in the UI's run list and run page)
 HEADLINE = (C.FID, C.FD_PIXEL, C.DENOISE_LOSS, C.IS)
-DEFAULT_PRIMARY = C.DENOISE_LOSS  # the low-variance measure (DESIGN.md §4), when the runs logged it
+DEFAULT_PRIMARY = C.DENOISE_LOSS  # the low-variance measure (docs/design.md §4), when the runs logged it
 SPECTRAL_ERRORS = tuple(C.SPEC_ERR_PREFIX + band for band in C.SPECTRUM_BANDS)
 
 

@@ -1,6 +1,6 @@
 """MLflow runs of one or more experiments into a tidy pandas table (one row per trial) and a long metric history.
 
-Columns of the runs table (DESIGN.md §3): identity (`run_id`, `run_name`, `experiment`, `sweep_run_id`,
+Columns of the runs table (docs/design.md §3): identity (`run_id`, `run_name`, `experiment`, `sweep_run_id`,
 `sweep_name`, `trial_id`), state (`role`, `status` = tag specforce.status, `mlflow_status`, `search`,
 `provenance`), typed analysis keys (`patch_size`, `tokens`, `image_size`, `seed`, `sf`, `schedule`, and `alpha`:
 the cutoff exponent the run's SF operator used, `analysis.schedules.ran_alpha`, which with spectral.fit_from_data
@@ -207,7 +207,7 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_runs(experiment: str | Sequence[str], tracking_uri: str) -> pd.DataFrame:
-    """One row per run of the experiment(s): params, final and best metrics, status, tags, sweep (DESIGN.md §3)."""
+    """One row per run of the experiment(s): params, final and best metrics, status, tags, sweep (docs/design.md §3)."""
     return load_tables(experiment, tracking_uri).runs
 
 

@@ -2,7 +2,7 @@
 
 The report draws the schedules from logged params only. c(t) is `specforce_contracts.sf_cutoff`, the one written
 form of the formula that the SF operator itself runs on torch tensors, here evaluated with NumPy (t=0 is pure
-noise, t=1 is data; frequencies are the normalised radius r in [0, 1], DESIGN.md §1):
+noise, t=1 is data; frequencies are the normalised radius r in [0, 1], docs/design.md §1):
 
     linear    c(t) = c_min + (c_max - c_min) * t
     contour   c(t) = min(c_max, c_min * (1 - t)^(-2/alpha))
@@ -109,7 +109,7 @@ def schedule_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of `cutoff` for one run's logged (dotted, string) params.
 
     A run with a trial record logged the operator it used as `spectral.used.*`: those values are taken as they are.
-    Without one (a user's own script, DESIGN.md §3), this mirrors how training resolves the snr schedule: an explicit
+    Without one (a user's own script, docs/design.md §3), this mirrors how training resolves the snr schedule: an explicit
     spectral.r0 wins unless spectral.fit_from_data; otherwise the run fitted the spectrum (spectral.fitted_*, else
     data.spectrum_*); alpha is `ran_alpha`.
     """

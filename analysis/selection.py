@@ -42,7 +42,7 @@ def status_problem(row: pd.Series) -> str | None:
         return "stopped early by the scheduler (partial training)"
     if status == STATUS_FAILED or mlflow_status == "FAILED":
         return "failed"
-    # no tag: a run logged by the user's own script (DESIGN.md §3); its MLflow status alone decides
+    # no tag: a run logged by the user's own script (docs/design.md §3); its MLflow status alone decides
     if status is not None and not pd.isna(status) and status != STATUS_COMPLETED:
         return f"not completed (specforce.status={status!r}, MLflow status {mlflow_status})"
     if mlflow_status != "FINISHED":

@@ -169,7 +169,7 @@ def cmd_demo(args) -> int:
                     verbose=args.verbose)
     report_dir = pathlib.Path(args.out or f"reports/{spec.name}")
     # the spec declares the primary metric (the demo's: the held-out denoising loss, the low-variance measure at
-    # this scale, DESIGN.md §4); every other metric the trials logged is reported as secondary
+    # this scale, docs/design.md §4); every other metric the trials logged is reported as secondary
     result = build_report([spec.name], uri, report_dir, sweep_run_id=out.parent_run_id,
                           primary=spec.analysis.primary)
     print()

@@ -17,7 +17,7 @@ from typing import Any
 
 from sweeps.spec import SpecError, SweepSpec
 
-# Ray Train V2 (DESIGN.md §4); also set on every Ray process through the runtime env below
+# Ray Train V2 (docs/design.md §4); also set on every Ray process through the runtime env below
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 PROJECT_ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 
@@ -84,7 +84,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
 
     if launch_mode() == "lean":  # per-trial start-up on one machine (sweeps/trial.py's docstring)
         env_vars.update({k: v for k, v in LEAN_RAY_ENV.items() if k not in os.environ})
-    # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (DESIGN.md §4)
+    # "local" never joins a stale cluster from /tmp/ray/ray_current_cluster (docs/design.md §4)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=port, runtime_env={"env_vars": env_vars}, log_to_driver=True)
 

@@ -77,7 +77,7 @@ class Search(_Strict):
     mode: Literal["min", "max"] = "min"  # when not given: the metric's direction in the registry
     num_samples: int = Field(default=8, gt=0)
     sampler: Literal["tpe", "gp", "random", "cmaes"] = "tpe"
-    # TPE's default of 10 random start-up trials turns small sweeps into random search (DESIGN.md §4)
+    # TPE's default of 10 random start-up trials turns small sweeps into random search (docs/design.md §4)
     n_startup_trials: int | None = Field(default=None, ge=1)
     max_concurrent: int = Field(default=2, gt=0)
     seed: int = 0

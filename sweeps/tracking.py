@@ -1,6 +1,6 @@
 """MLflow bookkeeping for sweeps, all on the driver: the tracking store has exactly one writer.
 
-Many processes writing one sqlite file race on schema migration and hit "database is locked" (DESIGN.md §4), so
+Many processes writing one sqlite file race on schema migration and hit "database is locked" (docs/design.md §4), so
 Ray workers never talk to MLflow. They report to Tune; `MlflowTrialLogger`, a Tune callback running in the driver,
 turns each result into MLflow calls:
 

@@ -1,6 +1,6 @@
 """One sweep trial = one Ray Train run: a Tune function trainable that builds and fits a TorchTrainer.
 
-This is Ray Train V2's pattern (DESIGN.md §4): `Tuner(TorchTrainer(...))` raises in V2, so the Tune trial runs
+This is Ray Train V2's pattern (docs/design.md §4): `Tuner(TorchTrainer(...))` raises in V2, so the Tune trial runs
 `trial_trainable`, which launches a TorchTrainer named after the trial id (never a timestamp: a rerun finds the
 same Train run in storage and resumes it), with `TuneReportCallback` forwarding worker reports to Tune.
 

@@ -1,4 +1,4 @@
-"""A synthetic ablation logged through the real MLflow client, laid out like a sweep (DESIGN.md §3): a test fixture.
+"""A synthetic ablation logged through the real MLflow client, laid out like a sweep (docs/design.md §3): a test fixture.
 
 For the analysis tests, benchmarks/bench_report.py and trying the report without training: one parent run (specforce.role=sweep) and one
 child per trial with the params, metric histories, status and provenance tags the sweeps layer logs. Each metric

@@ -1,4 +1,4 @@
-"""analysis.schedules: c(t) and the SNR front against the closed forms of DESIGN.md §1."""
+"""analysis.schedules: c(t) and the SNR front against the closed forms of docs/design.md §1."""
 import re
 
 import numpy as np

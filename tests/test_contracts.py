@@ -21,7 +21,7 @@ def test_every_entry_is_well_formed_and_patterns_resolve_to_the_most_specific_en
     assert C.lookup("eval/fd_pixel_floor").key == "eval/fd_{extractor}_floor"
     assert C.lookup("eval/kid_pixel_std").key == "eval/kid_{extractor}_std"
     assert C.lookup("eval/kid_std").key == "eval/kid_std"
-    assert C.lookup("eval/fd_dinov2").direction == C.LOWER  # another extractor's FD (DESIGN.md §3)
+    assert C.lookup("eval/fd_dinov2").direction == C.LOWER  # another extractor's FD (docs/design.md §3)
     assert C.lookup("my/own_metric") is None and C.direction("my/own_metric") == C.LOWER
 
 

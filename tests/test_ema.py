@@ -40,7 +40,7 @@ def test_update_matches_closed_form_for_each_decay(warmup):
 
 
 def test_warmup_forgets_the_initialisation_in_short_runs():
-    # DESIGN.md §4: a plain 0.999 EMA after 600 steps still holds ~exp(-0.6) ~ half of the initial weights.
+    # docs/design.md §4: a plain 0.999 EMA after 600 steps still holds ~exp(-0.6) ~ half of the initial weights.
     for warmup, expect_init_weight in ((False, 0.999**600), (True, 0.0)):
         m = Scalar(0.0)
         ema = EMA(m, decays=(0.999,), warmup=warmup)

@@ -1,4 +1,4 @@
-"""Guards for the repository layout (DESIGN.md §2)."""
+"""Guards for the repository layout (docs/design.md §2)."""
 import ast
 import importlib
 import pathlib
@@ -62,7 +62,7 @@ def imports_of(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[tuple[int,
     return found
 
 
-# inside trainers, each job imports only its own subpackage and those before it here (DESIGN.md §2)
+# inside trainers, each job imports only its own subpackage and those before it here (docs/design.md §2)
 TRAINERS_ORDER = ("distributed", "data", "model", "evaluation", "training")
 
 
@@ -73,7 +73,7 @@ def trainers_part(dotted: str) -> str | None:
 
 
 def forbidden(layer: str, module: str, importer: str = "") -> str | None:
-    """Why `layer` (the file `importer`, dotted) may not import `module` (DESIGN.md §2), or None."""
+    """Why `layer` (the file `importer`, dotted) may not import `module` (docs/design.md §2), or None."""
     top = _top(module)
     if layer == "trainers" and top == "trainers":
         mine, theirs = trainers_part(importer), trainers_part(module)
@@ -112,7 +112,7 @@ def layering_violations(root: pathlib.Path) -> list[str]:
 
 
 def test_every_module_imports_one_way():
-    """DESIGN.md §2, checked on every module's source (not only what importing a package's __init__ pulls in):
+    """docs/design.md §2, checked on every module's source (not only what importing a package's __init__ pulls in):
 
     - trainers imports neither sweeps nor analysis (it runs inside workers and knows nothing of Ray Tune or MLflow);
     - analysis never imports torch, torchvision, torch_fidelity, trainers or sweeps: a report is built from MLflow
@@ -232,7 +232,7 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_module_imports_itself_back():
-    """No import circles (DESIGN.md §2): a file never reaches itself through the modules it imports, lazily or
+    """No import circles (docs/design.md §2): a file never reaches itself through the modules it imports, lazily or
     under TYPE_CHECKING included, so each file can be read, tested and moved after the ones it stands on."""
     graph = import_graph(ROOT)
     assert len(graph) > 40 and sum(map(len, graph.values())) > 80  # the graph is really read

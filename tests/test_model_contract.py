@@ -94,7 +94,7 @@ def test_builtin_jit_through_the_contract_equals_todays_jit_bit_for_bit():
 
 
 def test_build_jit_with_spectral_keeps_designs_contract():
-    # DESIGN.md §3: build_jit(..., spectral=sf) filters the input before the patch embedder
+    # docs/design.md §3: build_jit(..., spectral=sf) filters the input before the patch embedder
     sf = SpectralForcing(SIZE, schedule="constant", c_const=0.3)
     with_sf = perturb(build_jit("jit-tiny", image_size=SIZE, num_classes=10, spectral=sf), seed=1)
     plain = build_jit("jit-tiny", image_size=SIZE, num_classes=10)

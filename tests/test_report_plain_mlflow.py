@@ -1,4 +1,4 @@
-"""A report from runs logged by a plain `mlflow` script that follows DESIGN.md §3 (only the role tags, the parent
+"""A report from runs logged by a plain `mlflow` script that follows docs/design.md §3 (only the role tags, the parent
 run, params and metrics: no specforce.status, no provenance): the planted effect is found and nothing else."""
 import subprocess
 import sys

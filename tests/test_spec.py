@@ -82,7 +82,7 @@ def test_search_adds_baselines_for_every_patch_size_and_seed():
     plans = baseline_plans(s)
     assert sorted((p.config.model.patch_size, p.config.seed) for p in plans) == [(4, 0), (4, 1), (8, 0), (8, 1)]
     assert not any(p.config.spectral.enabled for p in plans)
-    # TPE must not degrade to random search on small budgets (DESIGN.md §4)
+    # TPE must not degrade to random search on small budgets (docs/design.md §4)
     assert s.search.startup_trials < 10
 
 

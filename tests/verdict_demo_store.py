@@ -5,7 +5,7 @@ The demo (jit-tiny, 32 px, patch 8 vs 4, SF on/off, seeds 0-2) printed "SF lower
 -13 [-21, -7]. With 3 pairs the old expanded-percentile interval is [min, max] of the differences, so the paired
 differences below reproduce those intervals: denoise_loss at patch 8 {-0.33, 0.00, +0.03} (mean -0.10), at patch 4
 {-0.60, -0.45, -0.57} (mean -0.54); fd_pixel at patch 8 {-21, -10.5, -7} (mean -12.8), at patch 4 {-3, +4, +1}.
-Runs are logged as the sweeps layer logs them (DESIGN.md §3: parent run, role/status tags, dotted params).
+Runs are logged as the sweeps layer logs them (docs/design.md §3: parent run, role/status tags, dotted params).
 
     python tests/verdict_demo_store.py /tmp/ba                 # writes /tmp/ba/mlflow.db, experiment "demo"
     python -m analysis.report --experiment demo --tracking-uri sqlite:////tmp/ba/mlflow.db --out /tmp/ba/new \
@@ -51,7 +51,7 @@ def build(out: Path) -> str:
                 params = {"model.preset": "jit-tiny", "model.patch_size": patch, "model.tokens": (32 // patch) ** 2,
                           "spectral.enabled": sf, "spectral.schedule": "linear", "data.name": "grf",
                           "data.image_size": 32, "seed": seed,
-                          # one-channel grf into jit-tiny's 32-wide bottleneck (DESIGN.md §1): 2x at patch 8, 0.5x at 4
+                          # one-channel grf into jit-tiny's 32-wide bottleneck (docs/design.md §1): 2x at patch 8, 0.5x at 4
                           "model.bottleneck": 32, "model.compression_ratio": patch * patch / 32}
                 metrics = [Metric(m, float(base_level[m][seed] + (DIFFS[m][patch][seed] if sf else 0.0)), 0, 5760)
                            for m in LEVELS]

@@ -8,7 +8,7 @@
 
 The project travels in the job's runtime env (working_dir = the repo, without venvs, databases or results), and the
 entrypoint names the interpreter explicitly (`python -m sweeps.cli`): `ray job submit` runs the entrypoint with the
-head node's PATH (DESIGN.md §4). The sweep runs on the cluster as its own driver, so the tracking URI must be one the
+head node's PATH (docs/design.md §4). The sweep runs on the cluster as its own driver, so the tracking URI must be one the
 cluster can reach: an MLflow server URL, or a sqlite file only when the cluster is this machine. Likewise `--storage`
 is required and must be shared (s3://, gs://, or an absolute path all nodes mount): the default, a folder in the
 working dir, would be the job's temporary copy on the cluster, lost with the job (and with it `--resume`).

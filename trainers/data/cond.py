@@ -8,7 +8,7 @@ parameter-free module whose table is drawn from (seed, dim, num_classes) alone. 
 label stream, its sharding, exact resume, the held-out batch and the evaluator's class-balanced labels (and its
 label-accuracy metric) all stay as they are, and a checkpoint needs nothing new (the table is rebuilt, not stored).
 
-Convention (DESIGN.md §1's CFG, for vectors): the NULL conditioning is the zero vector. Dropped labels during
+Convention (docs/design.md §1's CFG, for vectors): the NULL conditioning is the zero vector. Dropped labels during
 training (trainers/model/flow.py) and the unconditional branch of classifier-free guidance (trainers/model/samplers.py) both use
 it, and the null class index `num_classes` maps to it here. Every class's row has unit norm, so no real condition is
 the null one.

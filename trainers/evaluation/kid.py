@@ -1,7 +1,7 @@
 """Kernel distance (KID): the unbiased polynomial-kernel MMD² between two feature sets, torch-fidelity's estimator.
 
 Fréchet distances from a few hundred samples are biased upward by far more than the differences between arms
-(DESIGN.md §4: `fd_pixel` from 256 samples in 1,024 dims sits at its own floor). The kernel distance of Bińkowski et
+(docs/design.md §4: `fd_pixel` from 256 samples in 1,024 dims sits at its own floor). The kernel distance of Bińkowski et
 al. (2018) has an *unbiased* estimator: its expectation does not depend on the sample count, so two sets drawn from
 the same distribution score 0 on average at any n, and the spread over random subsets gives an error bar.
 

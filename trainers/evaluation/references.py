@@ -6,7 +6,7 @@
 
 CPU check: `.venv/bin/python -m pytest tests/test_evaluation.py -q -k "cache or floor or reference"`.
 
-Reference and floor (DESIGN.md §4). The reference set R is min(num_samples, len(dataset)) images of `dataset`, drawn
+Reference and floor (docs/design.md §4). The reference set R is min(num_samples, len(dataset)) images of `dataset`, drawn
 with a fixed permutation (REFERENCE_SEED, independent of the run seed, so every run of a sweep shares it). The floor
 `<metric>_floor` is FD(B, R) for a second real set B of num_samples images disjoint from R, so it carries the same
 finite-sample bias as FD(samples, R). B comes from the rest of `dataset` when it has num_samples more images;

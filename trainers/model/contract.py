@@ -11,7 +11,7 @@ built-in JiT (`builtin_jit`, options preset/patch_size/bottleneck) goes through 
 
 What this module adds to the returned module, in place (its parameter names and state_dict keys are unchanged):
   - `module.spectral` (the SpectralForcing operator, or None) and a forward pre-hook that filters x_t with it
-    before the module's own forward: the network sees SF_t(x_t), nothing else does (DESIGN.md §1);
+    before the module's own forward: the network sees SF_t(x_t), nothing else does (docs/design.md §1);
   - for predicts v or eps, a forward hook that turns the output into the clean-image estimate x_hat the flow's
     v-loss and the samplers use, from the UNFILTERED x_t. With z = t x + (1-t) eps and v = x - eps:
         v:   x_hat = z + (1 - t) * v_out          (so v_hat = (x_hat - z) / (1 - t) = v_out exactly)

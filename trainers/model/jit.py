@@ -1,6 +1,6 @@
 """JiT ("Just image Transformers", Li & He 2025): a plain ViT on pixel patches that predicts the clean image.
 
-The model is pure architecture (DESIGN.md §2): it knows nothing of noise schedules or losses. `forward(x, t, y)`
+The model is pure architecture (docs/design.md §2): it knows nothing of noise schedules or losses. `forward(x, t, y)`
 takes the noisy image x [B, C, H, W], the time t [B] in [0, 1] (t=1 is data) and integer labels y [B]
 (`num_classes` is the null class for classifier-free guidance) and returns the predicted clean image.
 

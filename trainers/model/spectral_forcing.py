@@ -1,4 +1,4 @@
-"""Spectral Forcing: the time-conditional 2D-DCT low-pass applied to the network input (DESIGN.md §1).
+"""Spectral Forcing: the time-conditional 2D-DCT low-pass applied to the network input (docs/design.md §1).
 
     SF_t(z) = IDCT2( DCT2(z) * M(t) ),   M(t)[u, v] = sigmoid( kappa * (c(t) - r[u, v]) ),
     r[u, v] = sqrt(u^2 + v^2) / (sqrt(2) * (n - 1))        (0 at DC, 1 at the highest corner frequency)
