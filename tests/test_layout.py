@@ -127,10 +127,15 @@ def test_every_module_imports_one_way():
     assert layering_violations(ROOT) == []
 
 
-def test_layering_check_catches_planted_imports(tmp_path):
+def _empty_layers(root: pathlib.Path) -> None:
+    """The three layer packages, empty, under `root`: a tree to plant imports in."""
     for layer in LAYERS:
-        (tmp_path / layer).mkdir()
-        (tmp_path / layer / "__init__.py").write_text("")
+        (root / layer).mkdir()
+        (root / layer / "__init__.py").write_text("")
+
+
+def test_layering_check_catches_planted_imports(tmp_path):
+    _empty_layers(tmp_path)
     (tmp_path / "trainers" / "ok.py").write_text("import torch\nfrom specforce_contracts import METRICS\n")
     (tmp_path / "trainers" / "bad.py").write_text("def f():\n    from sweeps.tracking import x\n")
     (tmp_path / "trainers" / "worse.py").write_text("import importlib\nimportlib.import_module('analysis.runs')\n")
@@ -240,9 +245,7 @@ def test_no_module_imports_itself_back():
 
 
 def test_circle_check_catches_planted_circles(tmp_path):
-    for layer in LAYERS:
-        (tmp_path / layer).mkdir()
-        (tmp_path / layer / "__init__.py").write_text("")
+    _empty_layers(tmp_path)
     (tmp_path / "sweeps" / "a.py").write_text("from sweeps.b import f\n")
     (tmp_path / "sweeps" / "b.py").write_text("def f():\n    from sweeps import c\n")
     (tmp_path / "sweeps" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sweeps.a\n")
