@@ -231,10 +231,11 @@ def test_unreadable_images_are_listed_and_the_rest_kept(tmp_path):
 
 def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
     """The real CLI killed once the first shards exist; rerunning it keeps them and ends with the same dataset."""
-    src = make_folder(tmp_path / "src", classes=4, per_class=30)
+    # one image a shard, 400 shards: a whole prepare here takes ~0.4 s, so the kill needs shards to land between
+    src = make_folder(tmp_path / "src", classes=4, per_class=100)
     dest = tmp_path / "d"
     cmd = [sys.executable, "-m", "sweeps.cli", "prepare", str(src), str(dest), "--dataset", "imagefolder",
-           "--image-size", "16", "--workers", "1", "--shard-size", "4", "--no-progress"]
+           "--image-size", "16", "--workers", "1", "--shard-size", "1", "--no-progress"]
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -242,7 +243,7 @@ def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
         done = [f for f in os.listdir(dest / ".prepare")] if (dest / ".prepare").is_dir() else []
         if len([f for f in done if f.startswith("train-")]) >= 3:
             break
-        time.sleep(0.05)
+        time.sleep(0.002)
     proc.kill()
     proc.wait()
     assert not (dest / MANIFEST).exists(), "the prepare finished before it could be killed"
@@ -250,7 +251,7 @@ def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "already written: kept" in out.stderr
     reference = prepare_dataset(str(src), str(tmp_path / "ref"), dataset="imagefolder", image_size=16, workers=1,
-                                shard_size=4, progress=False)
+                                shard_size=1, progress=False)
     resumed = json.loads((dest / MANIFEST).read_text())
     assert [s["sha256"] for s in resumed["splits"]["train"]["shards"]] == \
         [s["sha256"] for s in reference["splits"]["train"]["shards"]]
