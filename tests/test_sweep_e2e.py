@@ -69,6 +69,10 @@ def test_four_concurrent_trials_full_mlflow_layout(tmp_path):
         assert run.info.status == "FINISHED", run.info
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["specforce.status"] == "completed"
+        # one name everywhere (sweeps/trial_identity.py): the MLflow run, its trial-id tag, the Ray Train run folder
+        trial_id = run.data.tags["specforce.trial_id"]
+        assert run.info.run_name == trial_id
+        assert (tmp_path / "ray_results" / "four" / "train" / f"four-{trial_id}").is_dir(), trial_id
         for key in CONTRACT_PARAMS:
             assert key in run.data.params, key
         assert run.data.params["model.tokens"] in ("16", "64")

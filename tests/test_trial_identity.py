@@ -1,5 +1,6 @@
-"""One trial, one name: the trainable, the MLflow logger and both progress views identify a trial by the same rule
-(sweeps/trial_identity.py), for a planned (grid/baseline) trial and for an Optuna search trial.
+"""One trial, one name: the MLflow logger and both progress views identify a trial by the same rule
+(sweeps/trial_identity.py), for a planned (grid/baseline) trial and for an Optuna search trial. The trainable's
+Ray Train run, named after the same id, is checked end to end in tests/test_sweep_e2e.py.
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest tests/test_trial_identity.py -q     # CPU, no Ray cluster
 """
@@ -54,35 +55,3 @@ def test_progress_views_and_mlflow_logger_name_the_trial_alike(trial, key, overr
     run = client.get_run(logger.runs[key])
     assert run.data.tags["specforce.trial_id"] == key and run.info.run_name == key
     assert run.data.params == {k: str(v) for k, v in overrides.items()}
-
-
-@pytest.mark.parametrize("trial, key, overrides", CASES, ids=["planned", "searched"])
-def test_the_trainable_runs_the_same_trial(trial, key, overrides, monkeypatch):
-    """trial_trainable's Ray Train run is named after the same id and trains the same overrides."""
-    import ray.train
-    import ray.tune
-    import ray.tune.integration.ray_train as tune_train
-
-    from sweeps import trial as trial_module
-
-    seen = {}
-
-    class FakeTrainer:
-        def __init__(self, loop, **kwargs):
-            seen.update(kwargs)
-
-        def fit(self):
-            pass
-
-    monkeypatch.setattr(trial_module, "lean_trainer_class", lambda keep_pg_cleaner=True: FakeTrainer)
-    monkeypatch.setattr(tune_train, "TuneReportCallback", ray.train.UserCallback)  # the real one needs a Tune session
-    monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: trial.trial_id))
-    trial_module.trial_trainable(trial.config, base=TINY, storage="/tmp/unused", sweep_name="s", max_failures=0,
-                                 resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0,
-                                            "use_gpu": False},
-                                 cache_dir="/tmp/unused", search_keys=("spectral.kappa", "optim.lr"))
-    assert seen["train_loop_config"]["trial_id"] == key and seen["run_config"].name == f"s-{key}"
-    ran = seen["train_loop_config"]["config"]
-    for dotted, value in overrides.items():
-        section, name = dotted.split(".")
-        assert ran[section][name] == value
