@@ -107,9 +107,9 @@ def cpu_with_children() -> float:
 
 def clear_verify_memo() -> None:
     """Forget which files this process has verify()-ed, so the next index build is a cold one."""
-    from trainers.data import folder
+    from trainers.data import image_files
 
-    memo = getattr(folder, "_VERIFIED", None)
+    memo = getattr(image_files, "_VERIFIED", None)
     if memo is not None:
         memo.clear()
 
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         folder = ensure_folder(args.folder, args.images, tmp)
         os.environ["SPECFORCE_CACHE"] = os.path.join(tmp, "sfcache")  # never the user's cache
-        from trainers.data.folder import scan_folder
+        from trainers.data.image_files import scan_folder
 
         _, samples = scan_folder(folder, "imagefolder")
         n = len(samples)

@@ -114,7 +114,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def folder_paths(folder: str, n: int) -> tuple[list[str], list[int]]:
     """The first n images of the folder in the imagefolder dataset's order, and their labels."""
-    from trainers.data.folder import scan_folder
+    from trainers.data.image_files import scan_folder
 
     _, samples = scan_folder(folder, "imagefolder")
     if len(samples) < n:

@@ -54,7 +54,7 @@ def _anticipated() -> tuple[type[BaseException], ...]:
 
     classes: list[type[BaseException]] = [UserError, OSError, pickle.UnpicklingError]
     for module, name in (("yaml", "YAMLError"), ("sweeps.spec", "SpecError"), ("trainers.training.config", "ConfigError"),
-                         ("trainers.training.checkpoint", "CheckpointError"), ("trainers.data.folder", "ImageReadError"),
+                         ("trainers.training.checkpoint", "CheckpointError"), ("trainers.data.image_files", "ImageReadError"),
                          ("trainers.data.prepared_format", "PreparedDataError"),
                          ("mlflow.exceptions", "MlflowException")):
         mod = sys.modules.get(module)

@@ -24,7 +24,6 @@ import sys
 from typing import Any
 
 from sweeps.spec import SpecError, SweepSpec, base_config
-from specforce_contracts import flatten
 
 FILE_NAME = "spec_fingerprint.json"
 IGNORED = ("description", "max_concurrent_trials", "max_failures", "resources.cpus_per_worker",

@@ -169,7 +169,8 @@ def raw_folder_note(cfg, seconds: float, sample: int = 8) -> str | None:
     if cfg.data.name not in ("imagefolder", "imagenet"):
         return None
     from trainers.data.loader import build_dataset
-    from trainers.data.folder import cache_dir, load_rgb_uint8
+    from trainers.data.folder import load_rgb_uint8
+    from trainers.data.folder_index import cache_dir
 
     ds = build_dataset(cfg.data.name, image_size=cfg.data.image_size, split="train", root=cfg.data.root,
                        seed=cfg.data.seed, **cfg.data.options)  # a cache hit now: the check above indexed it

@@ -40,7 +40,7 @@ from trainers.training.config import ConfigError, TrainConfig, config_from_dict,
 from trainers.training.config_rules import check_world
 
 # the spec's sections live in spec_schema.py; imported from here by the runner, the CLI and tests
-from sweeps.spec_schema import Analysis, Asha, Dimension, Resources, Search, Seeds, _Strict  # noqa: F401
+from sweeps.spec_schema import Analysis, Resources, Search, Seeds, _Strict
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

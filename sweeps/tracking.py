@@ -16,7 +16,7 @@ turns each result into MLflow calls:
 Resuming never duplicates: child runs are found again by trial id, and metrics at steps already logged are skipped;
 `completed_trial_ids` tells `--resume` which grid trials need not run again.
 
-    python -c "from sweeps.tracking import default_tracking_uri; print(default_tracking_uri())"
+    python -c "from sweeps.tracking import absolute_tracking_uri; print(absolute_tracking_uri(None))"
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 import specforce_contracts as C
-from specforce_contracts import IMAGES_KEY, TrialRecord, default_tracking_uri  # noqa: F401 (public here too)
+from specforce_contracts import IMAGES_KEY, TrialRecord, default_tracking_uri
 from specforce_contracts import REPORT_HISTORY_KEY as HISTORY_KEY, REPORT_PROVENANCE_KEY as PROVENANCE_KEY
 from specforce_contracts import REPORT_RECORD_KEY as RECORD_KEY
-from sweeps.mlflow_writer import RunWriter, find_run, param_value, redact  # noqa: F401 (public here too)
+from sweeps.mlflow_writer import RunWriter, find_run, redact
 from sweeps.trial_identity import identify, trial_key
 
 ROLE, TRIAL_ID, STATUS, SWEEP_KEY, PARENT = C.ROLE_TAG, C.TRIAL_ID_TAG, C.STATUS_TAG, C.SWEEP_KEY_TAG, C.PARENT_TAG

@@ -48,14 +48,14 @@ def test_t_buckets_are_the_loops():
 
 def test_default_tracking_uri_is_one_rule(tmp_path, monkeypatch):
     from analysis.report import default_tracking_uri as analysis_uri
-    from sweeps.tracking import absolute_tracking_uri, default_tracking_uri as sweeps_uri
+    from sweeps.tracking import absolute_tracking_uri
 
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "real", target_is_directory=True)
     (tmp_path / "real").mkdir()
     monkeypatch.chdir(link)
     expected = f"sqlite:///{(tmp_path / 'real' / 'mlflow.db').resolve()}"
-    assert analysis_uri() == sweeps_uri() == absolute_tracking_uri(None) == C.default_tracking_uri() == expected
+    assert analysis_uri() == absolute_tracking_uri(None) == C.default_tracking_uri() == expected
 
 
 # ------------------------------------------------------------------------------- evaluator == registry == validator

@@ -16,7 +16,7 @@ from PIL import Image
 
 from image_helpers import make_folder
 from trainers.data.loader import build_dataset
-from trainers.data import folder, folder_index
+from trainers.data import folder, folder_index, image_files
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,7 @@ def test_a_changed_listing_rebuilds_and_verifies_again(tmp_path):
     # an index cached without verification never stands in for a verified one
     (src / "c2" / "bad.png").unlink()
     build_dataset("imagefolder", image_size=8, root=str(src), verify=False)
-    folder._VERIFIED.clear()  # as in a new process: only the on-disk cache remembers
+    image_files._VERIFIED.clear()  # as in a new process: only the on-disk cache remembers
     with Watch(src) as w:
         build_dataset("imagefolder", image_size=8, root=str(src))
     assert len(w.opened) == 22

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sweeps.spec import SpecError, load_spec
-from sweeps.tracking import param_value, redact
+from sweeps.mlflow_writer import param_value, redact
 from trainers.training.checkpoint import load_checkpoint, save_checkpoint
 
 

@@ -33,10 +33,8 @@ import warnings
 import torch
 
 from trainers.data.base import ImageDataset, check_bool, flip_draw, pixels_to_float
-from trainers.data.folder_index import cache_dir, cached_index  # noqa: F401 (cache_dir: public here)
-# public here too: tests, the CLI's error boundary and older imports name them as folder.<name>
-from trainers.data.image_files import (_VERIFIED, EXTENSIONS, ImageReadError, _build_index,  # noqa: F401
-                                           adm_center_crop, load_rgb_array, scan_folder, verify_images)
+from trainers.data.folder_index import cached_index
+from trainers.data.image_files import _build_index, load_rgb_array
 
 IMAGENET_CLASSES = 1000
 
