@@ -1,4 +1,4 @@
-"""One MLflow run's writes, used by both paths that log runs: `specforce train` (sweeps/local_run.py `MlflowHooks`)
+"""One MLflow run's writes, used by both paths that log runs: `specforce train` (sweeps/commands/train.py `MlflowHooks`)
 and `specforce sweep` (sweeps/tracking.py `MlflowTrialLogger`, a Tune callback on the driver).
 
 A `RunWriter` is opened on a run found again by its tags (a rerun or `--resume` continues the same run and skips
