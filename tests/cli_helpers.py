@@ -10,7 +10,8 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
+
+from sweep_helpers import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,7 @@ def run_cli_streams(args: list[str], cwd, env: dict[str, str], code: int = 0,
 
 def kill_at_checkpoint(proc: subprocess.Popen, checkpoint: pathlib.Path, timeout: float = 300) -> None:
     """SIGKILL the running `proc` as soon as `checkpoint` exists, as a crash or a preempted machine would end it
-    (nothing of its own shutdown runs); fails if the run ended before it could be killed."""
-    deadline = time.time() + timeout
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed; make it longer"
+    (nothing of its own shutdown runs); fails if the run ends first or no checkpoint appears in `timeout` s."""
+    wait_for(checkpoint.exists, timeout, proc, f"{checkpoint} (a run that ends first is too short to kill)", every=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -93,13 +93,14 @@ def grid_trial(trial_id: str, overrides: dict | None = None):
                            trial_id=trial_id, last_result={}, error_file=None)
 
 
-def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
-    """Polls `predicate` every half second; fails when `proc` ends first or after `timeout` seconds."""
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "",
+             every: float = 0.5) -> None:
+    """Polls `predicate` every `every` seconds; fails when `proc` ends first or after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"process ended (rc {proc.returncode}) before: {what}")
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for: {what}")

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from sweep_helpers import client_for, kill_group, run_cli, start_cli, sweep_runs, trial_runs, write_spec
+from sweep_helpers import client_for, kill_group, run_cli, start_cli, sweep_runs, trial_runs, wait_for, write_spec
 from sweeps.spec import SpecError, describe_trials, load_spec, round_plans, round_seeds, spec_from_dict
 
 ADAPTIVE = {"start": 2, "step": 1, "max": 3}
@@ -86,19 +86,6 @@ def test_invalid_adaptive_specs_name_the_key(changes, message):
     assert message in str(err.value)
 
 
-def _wait_for(predicate, timeout, proc, what):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before: {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 @pytest.mark.slow
 def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
     spec = write_spec(tmp_path / "adaptive.yaml", name="adaptive", grid={"spectral.enabled": [False, True]},
@@ -119,7 +106,7 @@ def test_adaptive_sweep_killed_after_round_1_resumes_at_round_2(tmp_path):
 
     proc = start_cli(["sweep", str(spec), "--num-cpus", "2"], tmp_path, log)
     try:
-        _wait_for(round_1_recorded, 900, proc, "round 1 analysed")
+        wait_for(round_1_recorded, 900, proc, "round 1 analysed")
     finally:
         kill_group(proc)  # the driver and its embedded Ray, no cleanup: round 2 may have started
     first = log.read_text()

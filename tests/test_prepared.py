@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from image_helpers import make_folder
+from sweep_helpers import wait_for
 from sweeps.errors import UserError
 from sweeps.commands.prepare import prepare_dataset, verify_prepared
 from trainers.data.loader import build_dataset, infinite_loader, to_model_input
@@ -238,12 +238,14 @@ def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
            "--image-size", "16", "--workers", "1", "--shard-size", "1", "--no-progress"]
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = [f for f in os.listdir(dest / ".prepare")] if (dest / ".prepare").is_dir() else []
-        if len([f for f in done if f.startswith("train-")]) >= 3:
-            break
-        time.sleep(0.002)
+    def three_shards_recorded() -> bool:
+        try:
+            return sum(f.startswith("train-") for f in os.listdir(dest / ".prepare")) >= 3
+        except FileNotFoundError:  # not made yet, or removed by a prepare that finished
+            return False
+
+    wait_for(three_shards_recorded, 120, proc, "3 shards recorded (a prepare that ends first cannot be killed)",
+             every=0.002)
     proc.kill()
     proc.wait()
     assert not (dest / MANIFEST).exists(), "the prepare finished before it could be killed"
