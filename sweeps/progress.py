@@ -217,7 +217,7 @@ class ProgressView(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         key = trial_key(trial)
         t = self.state.running.setdefault(key, TrialState(key, time.time(), total_images=self.total_images))
-        t.images = int(result.get("images", t.images) or 0)
+        t.images = int(result.get(C.IMAGES_KEY, t.images) or 0)
         if self.state.primary in result:
             t.metric = float(result[self.state.primary])
         if not (t.total_images and t.images >= t.total_images):  # the final result: the "finished" line says it

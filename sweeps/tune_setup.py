@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import specforce_contracts as C
 from sweeps.spec import SweepSpec, base_config
 
 # Results carry eval metrics only from the first evaluation on; the spec validator has already checked that the
@@ -80,7 +81,7 @@ def tune_config(spec: SweepSpec, phase: str):
                             seed=None)
     scheduler = None
     if s.scheduler:
-        scheduler = ASHAScheduler(time_attr="images", metric=s.metric, mode=s.mode,
+        scheduler = ASHAScheduler(time_attr=C.IMAGES_KEY, metric=s.metric, mode=s.mode,
                                   grace_period=s.scheduler.grace_images, reduction_factor=s.scheduler.reduction_factor,
                                   max_t=spec_total_images(spec))
     return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),

@@ -96,6 +96,6 @@ def evaluate_checkpoint(path: pathlib.Path, *, num_samples: int | None = None, m
                                            heldout=build_heldout(cfg, eval_set, device),
                                            evaluator=evaluator, out_dir=out_dir, on_artifact=lambda *_: None)
     with (out_dir / C.RUN_METRICS_FILE).open("a") as f:
-        f.write(json.dumps({"images": images, **out}) + "\n")
+        f.write(json.dumps({C.IMAGES_KEY: images, **out}) + "\n")
     Hooks().on_metrics(images, out)  # the loop's progress line
     return {"images_seen": images, **out, "provenance": provenance}
