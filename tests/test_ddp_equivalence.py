@@ -18,6 +18,7 @@ import pathlib
 import pytest
 import torch
 
+from resume_helpers import flat_tensors
 from sweep_helpers import client_for, kill_group, run_cli, start_cli, trial_runs, wait_for, write_spec
 from trainers.training.checkpoint import load_checkpoint
 
@@ -41,19 +42,8 @@ def _final_state(tmp_path: pathlib.Path, name: str) -> dict:
     return load_checkpoint(found[0])
 
 
-def _tensors(tree, prefix="") -> dict[str, torch.Tensor]:
-    """Every tensor of a (nested) state dict, by path: model weights and the EMA shadows alike."""
-    if isinstance(tree, torch.Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    out: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        out.update(_tensors(value, f"{prefix}/{key}"))
-    return out
-
-
 def _max_diff(a: dict, b: dict) -> float:
-    ta, tb = _tensors(a), _tensors(b)
+    ta, tb = flat_tensors(a), flat_tensors(b)
     assert ta.keys() == tb.keys() and ta
     return max(float((ta[k].double() - tb[k].double()).abs().max()) for k in ta)
 
